@@ -1,0 +1,1 @@
+//! squall: a Tornado-style WebSocket handler framework on tokio.
