@@ -1,1 +1,77 @@
 //! squall: a Tornado-style WebSocket handler framework on tokio.
+//!
+//! Implement [`WebSocketHandler`] for each endpoint, register it with an
+//! [`Application`] by path, and listen. A fresh handler serves each
+//! connection; its methods run one at a time, in order, while squall answers
+//! pings, drains the send queue and watches the close handshake underneath.
+//!
+//! ```no_run
+//! use squall::{Application, Message, WebSocket, WebSocketHandler};
+//!
+//! struct Echo;
+//!
+//! impl WebSocketHandler for Echo {
+//!     async fn open(&mut self, _ws: &WebSocket) {
+//!         tracing::info!("WebSocket opened");
+//!     }
+//!
+//!     async fn on_message(&mut self, ws: &WebSocket, msg: Message) {
+//!         if let Some(text) = msg.as_text() {
+//!             ws.write_message(format!("You said: {text}")).await.ok();
+//!         }
+//!     }
+//!
+//!     async fn on_close(&mut self, ws: &WebSocket) {
+//!         tracing::info!("WebSocket closed: {:?}", ws.close_code());
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     Application::new()
+//!         .websocket("/socket/", || Echo)
+//!         .page("/", "<!doctype html><title>echo</title>")
+//!         .websocket_ping_interval(std::time::Duration::from_secs(1))
+//!         .listen("127.0.0.1:8888")
+//!         .await
+//! }
+//! ```
+//!
+//! Where a byte goes, by file: `server.rs` accepts, `http1.rs` reads the
+//! request head and routes it (`router.rs`), `handshake.rs` answers 101 or an
+//! error status, `connection.rs` owns the socket from then on and calls the
+//! handler (`handler.rs`) with its context (`websocket.rs`).
+
+#![deny(missing_docs)]
+
+mod application;
+mod connection;
+mod error;
+mod group;
+mod handler;
+mod handshake;
+mod http1;
+mod message;
+mod request;
+mod router;
+mod server;
+mod settings;
+mod stream;
+#[cfg(feature = "tls")]
+mod tls;
+mod websocket;
+
+pub use application::{shutdown_signal, Application, Handle};
+pub use error::WriteError;
+pub use handler::{TrustedOrigins, WebSocketHandler};
+pub use handshake::HandshakeError;
+pub use message::{close_code, Message, Utf8Bytes};
+pub use request::{PathParams, RemoteAddr, RequestExt};
+pub use server::Server;
+pub use settings::OverflowPolicy;
+#[cfg(feature = "tls")]
+pub use tls::{tls_config_from_pem, TlsConfig};
+pub use websocket::{WebSocket, WebSocketSender};
+
+pub use bytes::Bytes;
+pub use http;

@@ -1,0 +1,451 @@
+//! The [`Application`]: routes, settings, and starting the server.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio_util::sync::CancellationToken;
+
+use crate::group::{Groups, MemberId};
+use crate::router::{Route, Router};
+use crate::server::Server;
+use crate::settings::{OverflowPolicy, Settings};
+use crate::{Message, WebSocketHandler};
+
+/// What lives as long as the application, shared by its handles.
+#[derive(Default)]
+pub(crate) struct Core {
+    shutdown: CancellationToken,
+    stopped: CancellationToken,
+    groups: Groups,
+}
+
+impl Core {
+    fn broadcast(&self, group: &str, message: Message, exclude: Option<MemberId>) -> usize {
+        self.groups.deliver(group, message, exclude)
+    }
+}
+
+/// Everything a connection needs from its application.
+pub(crate) struct AppInner {
+    router: Router,
+    settings: Arc<Settings>,
+    core: Arc<Core>,
+}
+
+/// A cheap, shared reference to a running application.
+#[derive(Clone)]
+pub(crate) struct AppContext(Arc<AppInner>);
+
+impl AppContext {
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.0.settings
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.0.router
+    }
+
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.0.core.shutdown
+    }
+
+    pub fn mark_stopped(&self) {
+        self.0.core.stopped.cancel();
+    }
+
+    pub fn groups(&self) -> &Groups {
+        &self.0.core.groups
+    }
+
+    pub fn broadcast(&self, group: &str, message: Message, exclude: Option<MemberId>) -> usize {
+        self.0.core.broadcast(group, message, exclude)
+    }
+}
+
+/// A squall web application: Tornado's `tornado.web.Application`.
+///
+/// Register WebSocket endpoints and plain pages by path, adjust settings
+/// (each method states its default), then [`listen`](Self::listen),
+/// [`serve`](Self::serve) an already-bound listener, or [`bind`](Self::bind)
+/// to learn the address first.
+///
+/// ```no_run
+/// use squall::{Application, Message, WebSocket, WebSocketHandler};
+///
+/// struct Echo;
+///
+/// impl WebSocketHandler for Echo {
+///     async fn on_message(&mut self, ws: &WebSocket, msg: Message) {
+///         ws.write_message(msg).await.ok();
+///     }
+/// }
+///
+/// # async fn run() -> std::io::Result<()> {
+/// Application::new()
+///     .websocket("/socket/", || Echo)
+///     .page("/", "<h1>hello</h1>")
+///     .listen("127.0.0.1:8888")
+///     .await
+/// # }
+/// ```
+pub struct Application {
+    router: Router,
+    settings: Settings,
+    core: Arc<Core>,
+}
+
+impl Default for Application {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Application {
+    /// An application with no routes and default settings.
+    pub fn new() -> Self {
+        Application {
+            router: Router::default(),
+            settings: Settings::default(),
+            core: Arc::default(),
+        }
+    }
+
+    /// Routes `path` to a WebSocket handler. `factory` makes a fresh handler
+    /// for every connection; capture shared state in it (the Rust form of
+    /// Tornado's `initialize(**kwargs)`).
+    ///
+    /// Paths may capture parameters: `/chat/{room}`, read with
+    /// [`WebSocket::path_param`](crate::WebSocket::path_param).
+    ///
+    /// # Panics
+    ///
+    /// If `path` is invalid or conflicts with a route already added.
+    pub fn websocket<F, H>(mut self, path: &str, factory: F) -> Self
+    where
+        F: Fn() -> H + Send + Sync + 'static,
+        H: WebSocketHandler,
+    {
+        self.router.insert(path, Route::websocket(factory));
+        self
+    }
+
+    /// Serves a static HTML page at `path` (GET and HEAD, `text/html`).
+    ///
+    /// # Panics
+    ///
+    /// If `path` is invalid or conflicts with a route already added.
+    pub fn page(self, path: &str, html: impl Into<Bytes>) -> Self {
+        let html: Bytes = html.into();
+        self.get(path, move |_request| {
+            let html = html.clone();
+            async move {
+                let mut response = http::Response::new(html);
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                response
+            }
+        })
+    }
+
+    /// Routes GET and HEAD requests for `path` to `handler`, which returns
+    /// the whole response. Other methods get 405. The request carries its
+    /// path parameters and peer address: see [`RequestExt`](crate::RequestExt).
+    ///
+    /// ```
+    /// use squall::{Application, RequestExt};
+    ///
+    /// let app = Application::new().get("/hello/{name}", |request: http::Request<()>| async move {
+    ///     let name = request.path_param("name").unwrap_or("world").to_owned();
+    ///     http::Response::new(format!("hello {name}"))
+    /// });
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `path` is invalid or conflicts with a route already added.
+    pub fn get<F, Fut, B>(mut self, path: &str, handler: F) -> Self
+    where
+        F: Fn(http::Request<()>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = http::Response<B>> + Send + 'static,
+        B: Into<Bytes>,
+    {
+        self.router.insert(path, Route::page(handler));
+        self
+    }
+
+    /// Sends a ping every `interval` on every WebSocket (Tornado's
+    /// `websocket_ping_interval`). Default: no keep-alive pings.
+    pub fn websocket_ping_interval(mut self, interval: Duration) -> Self {
+        self.settings.ping_interval = Some(interval);
+        self
+    }
+
+    /// Closes a connection (code 1001, then `on_close`) that has not answered
+    /// a keep-alive ping within `timeout`. Default: equal to the ping
+    /// interval, and never longer than it.
+    pub fn websocket_ping_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.ping_timeout = Some(timeout);
+        self
+    }
+
+    /// The largest message (and frame) accepted, in bytes; a bigger one is
+    /// refused at its frame header with close code 1009. Default: 10 MiB,
+    /// as Tornado.
+    pub fn websocket_max_message_size(mut self, bytes: usize) -> Self {
+        self.settings.max_message_size = bytes;
+        self
+    }
+
+    /// How many bytes each connection reads from the socket at a time.
+    /// Default: 4 KiB (tungstenite's own default, 128 KiB, costs that much
+    /// resident memory on every idle connection).
+    pub fn websocket_read_buffer_size(mut self, bytes: usize) -> Self {
+        self.settings.read_buffer_size = bytes.max(16);
+        self
+    }
+
+    /// How many bytes of combined replies are collected before they are
+    /// written without waiting for the input to run dry. Default: 64 KiB.
+    pub fn websocket_write_buffer_size(mut self, bytes: usize) -> Self {
+        self.settings.write_buffer_size = bytes;
+        self
+    }
+
+    /// The most messages one connection's send queue holds. Default: 1024.
+    pub fn websocket_max_queued_messages(mut self, messages: usize) -> Self {
+        self.settings.max_queued_messages = messages.max(1);
+        self
+    }
+
+    /// The most payload bytes one connection's send queue holds (a single
+    /// larger message is still accepted into an empty queue). Default: 1 MiB.
+    pub fn websocket_max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.settings.max_queued_bytes = bytes.max(1);
+        self
+    }
+
+    /// What a non-waiting send does to a connection whose queue is full.
+    /// Default: [`OverflowPolicy::Close`] with 1013.
+    pub fn websocket_overflow(mut self, policy: OverflowPolicy) -> Self {
+        self.settings.overflow = policy;
+        self
+    }
+
+    /// How long a closing connection waits for the peer's close frame (and
+    /// for its queue to drain) before dropping it. Default: 5 s.
+    pub fn websocket_close_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.close_timeout = timeout;
+        self
+    }
+
+    /// The origins the default
+    /// [`check_origin`](crate::WebSocketHandler::check_origin) accepts for
+    /// cross-origin requests, e.g. `"https://app.example.com"`. Default: none.
+    pub fn trusted_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.settings.trusted_origins = origins.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The largest request head accepted; a larger one gets 431. Default:
+    /// 16 KiB.
+    pub fn max_request_head_size(mut self, bytes: usize) -> Self {
+        self.settings.max_head_size = bytes.max(64);
+        self
+    }
+
+    /// How long a client may take to send a request head (and how long an
+    /// idle keep-alive connection is kept); slower ones are dropped.
+    /// Default: 10 s.
+    pub fn request_head_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.head_timeout = timeout;
+        self
+    }
+
+    /// The most connections served at once; past it, new connections get 503.
+    /// Default: 25 000.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.settings.max_connections = connections.max(1);
+        self
+    }
+
+    /// How long a graceful shutdown waits for connections to finish their
+    /// close handshakes and `on_close`. Default: 10 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.shutdown_timeout = timeout;
+        self
+    }
+
+    /// How long [`prepare`](crate::WebSocketHandler::prepare) may take before
+    /// the client gets 503. Default: 10 s.
+    pub fn prepare_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.prepare_timeout = timeout;
+        self
+    }
+
+    /// A handle to stop the application from any task.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            core: self.core.clone(),
+        }
+    }
+
+    pub(crate) fn into_context(self) -> AppContext {
+        AppContext(Arc::new(AppInner {
+            router: self.router,
+            settings: Arc::new(self.settings),
+            core: self.core,
+        }))
+    }
+
+    /// Binds `addr` and returns the [`Server`], whose address can be read
+    /// before it runs (bind port 0 to let the system choose).
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Server::new(listener, self.into_context()))
+    }
+
+    /// Serves connections from an already-bound listener until
+    /// [`Handle::shutdown`] is called, then shuts down gracefully.
+    pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        Server::new(listener, self.into_context()).run().await
+    }
+
+    /// Binds `addr` and serves until [`Handle::shutdown`], Ctrl-C (SIGINT) or
+    /// SIGTERM, then shuts down gracefully: every socket gets close 1001 after
+    /// its queued messages, every `on_close` runs, and this returns when all
+    /// are done or [`shutdown_timeout`](Self::shutdown_timeout) has passed.
+    pub async fn listen(self, addr: impl ToSocketAddrs) -> std::io::Result<()> {
+        let handle = self.handle();
+        let server = self.bind(addr).await?;
+        tracing::info!("listening on {}", server.local_addr()?);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            handle.shutdown();
+        });
+        server.run().await
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Application {
+    /// Serves `wss://` on an already-bound listener until
+    /// [`Handle::shutdown`] (feature `tls`).
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        config: crate::TlsConfig,
+    ) -> std::io::Result<()> {
+        Server::new(listener, self.into_context())
+            .run_tls(config)
+            .await
+    }
+
+    /// Binds `addr` and serves `wss://` until [`Handle::shutdown`], Ctrl-C or
+    /// SIGTERM, as [`listen`](Self::listen) does for plain `ws://`
+    /// (feature `tls`). See [`tls_config_from_pem`](crate::tls_config_from_pem).
+    pub async fn listen_tls(
+        self,
+        addr: impl ToSocketAddrs,
+        config: crate::TlsConfig,
+    ) -> std::io::Result<()> {
+        let handle = self.handle();
+        let server = self.bind(addr).await?;
+        tracing::info!("listening (TLS) on {}", server.local_addr()?);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            handle.shutdown();
+        });
+        server.run_tls(config).await
+    }
+}
+
+/// Stops an application from any task.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// let app = squall::Application::new();
+/// let handle = app.handle();
+/// let server = app.bind("127.0.0.1:0").await?;
+/// let running = tokio::spawn(server.run());
+/// handle.shutdown();
+/// handle.stopped().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Handle {
+    core: Arc<Core>,
+}
+
+impl Handle {
+    pub(crate) fn from_context(app: &AppContext) -> Self {
+        Handle {
+            core: app.0.core.clone(),
+        }
+    }
+
+    /// Starts a graceful shutdown: stop accepting, close every socket with
+    /// 1001 after its queued messages, run every `on_close`. Returns at once;
+    /// await [`stopped`](Self::stopped) to know when it is over.
+    pub fn shutdown(&self) {
+        self.core.shutdown.cancel();
+    }
+
+    /// Sends `message` to every member of `group` from any task. The message
+    /// is serialised once and shared by every receiver; each receiver gets a
+    /// non-waiting send, so a slow one meets the overflow policy
+    /// ([`Application::websocket_overflow`]) and never holds up the others.
+    /// Returns how many local members accepted it.
+    pub fn broadcast(&self, group: &str, message: impl Into<Message>) -> usize {
+        self.core.broadcast(group, message.into(), None)
+    }
+
+    /// How many local connections are in `group`.
+    pub fn group_size(&self, group: &str) -> usize {
+        self.core.groups.len(group)
+    }
+
+    /// Whether a shutdown has been asked for.
+    pub fn is_shutting_down(&self) -> bool {
+        self.core.shutdown.is_cancelled()
+    }
+
+    /// Waits until the server has stopped (every connection finished or the
+    /// shutdown deadline passed).
+    pub async fn stopped(&self) {
+        self.core.stopped.cancelled().await;
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

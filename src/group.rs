@@ -1,0 +1,87 @@
+//! Groups (rooms) and broadcast.
+//!
+//! A group is a named set of connections. A broadcast converts its message
+//! for the wire once; every receiver's queue then holds the same shared
+//! buffer (a reference count, not a copy), and each receiver is reached with
+//! a non-waiting send, so a slow receiver meets the overflow policy and never
+//! holds up the others. Connections leave all their groups when they close.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::websocket::WebSocketSender;
+use crate::Message;
+
+/// A connection's identity within groups: its sender's shared state.
+pub(crate) type MemberId = usize;
+
+/// The in-process group registry of one application.
+#[derive(Default)]
+pub(crate) struct Groups {
+    groups: RwLock<HashMap<Arc<str>, HashMap<MemberId, WebSocketSender>>>,
+}
+
+impl Groups {
+    pub fn join(&self, group: &str, sender: &WebSocketSender) -> bool {
+        let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
+        let members = match groups.get_mut(group) {
+            Some(members) => members,
+            None => groups.entry(Arc::from(group)).or_default(),
+        };
+        members.insert(sender.id(), sender.clone()).is_none()
+    }
+
+    pub fn leave(&self, group: &str, sender: &WebSocketSender) -> bool {
+        let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
+        let Some(members) = groups.get_mut(group) else {
+            return false;
+        };
+        let left = members.remove(&sender.id()).is_some();
+        if members.is_empty() {
+            groups.remove(group);
+        }
+        left
+    }
+
+    pub fn len(&self, group: &str) -> usize {
+        let groups = self.groups.read().unwrap_or_else(|e| e.into_inner());
+        groups.get(group).map_or(0, HashMap::len)
+    }
+
+    /// Queues `message` for every member of `group` but `exclude`; returns
+    /// how many accepted it.
+    pub fn deliver(&self, group: &str, message: Message, exclude: Option<MemberId>) -> usize {
+        let wire = message.into_tungstenite();
+        let groups = self.groups.read().unwrap_or_else(|e| e.into_inner());
+        let Some(members) = groups.get(group) else {
+            return 0;
+        };
+        members
+            .iter()
+            .filter(|(id, _)| Some(**id) != exclude)
+            .filter(|(_, sender)| sender.send_shared(wire.clone()).is_ok())
+            .count()
+    }
+}
+
+/// The groups one connection has joined, so it can leave them all on close.
+#[derive(Default)]
+pub(crate) struct Membership(Mutex<Vec<String>>);
+
+impl Membership {
+    pub fn add(&self, group: &str) {
+        let mut joined = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !joined.iter().any(|g| g == group) {
+            joined.push(group.to_owned());
+        }
+    }
+
+    pub fn remove(&self, group: &str) {
+        let mut joined = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        joined.retain(|g| g != group);
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}

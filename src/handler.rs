@@ -1,0 +1,134 @@
+//! The trait users implement, one type per WebSocket endpoint.
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+use crate::{Message, WebSocket};
+
+/// The origins that the default [`WebSocketHandler::check_origin`] accepts,
+/// from [`Application::trusted_origins`](crate::Application::trusted_origins).
+/// squall stores them in each upgrade request's extensions.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedOrigins(pub(crate) std::sync::Arc<[String]>);
+
+impl TrustedOrigins {
+    /// Whether `origin` is listed (compared ASCII case-insensitively).
+    pub fn contains(&self, origin: &str) -> bool {
+        self.0
+            .iter()
+            .any(|trusted| trusted.eq_ignore_ascii_case(origin))
+    }
+}
+
+/// A WebSocket endpoint: Tornado's `WebSocketHandler`.
+///
+/// A fresh value is made for every connection by the factory given to
+/// [`Application::websocket`](crate::Application::websocket), so per-connection
+/// state lives in `self`. The methods of one connection run one at a time, in
+/// order: the next message waits for a running `on_message`, while pings,
+/// pongs, close frames and queued writes keep flowing underneath.
+///
+/// Only [`on_message`](Self::on_message) must be written. Methods are plain
+/// `async fn`s in the `impl` (no macro needed), and their futures must be
+/// `Send`. They are called without boxing, so a message costs no allocation
+/// on its way to the handler.
+///
+/// ```
+/// use squall::{Message, WebSocket, WebSocketHandler};
+///
+/// struct Echo;
+///
+/// impl WebSocketHandler for Echo {
+///     async fn on_message(&mut self, ws: &WebSocket, msg: Message) {
+///         if let Some(text) = msg.as_text() {
+///             ws.write_message(format!("You said: {text}")).await.ok();
+///         }
+///     }
+/// }
+/// ```
+///
+/// A panic in any method closes that connection with 1011 and is logged;
+/// `on_close` still runs, and other connections are not affected.
+pub trait WebSocketHandler: Send + 'static {
+    /// Called before the upgrade, with the request head (headers, cookies,
+    /// query, path parameters, remote address), before `check_origin`
+    /// (Tornado's `prepare`).
+    ///
+    /// Return `Err(response)` to refuse the upgrade with any HTTP response
+    /// (a 401 with `WWW-Authenticate`, a 403, a redirect to a login page…).
+    /// It may await (a token or database lookup) without holding up other
+    /// connections; it is bounded by
+    /// [`Application::prepare_timeout`](crate::Application::prepare_timeout),
+    /// past which the client gets 503. What it learns (the authenticated
+    /// user, say) is kept in `self` for the connection's lifetime.
+    ///
+    /// The default accepts every request.
+    fn prepare(
+        &mut self,
+        request: &http::Request<()>,
+    ) -> impl Future<Output = Result<(), http::Response<Bytes>>> + Send {
+        let _ = request;
+        async { Ok(()) }
+    }
+
+    /// Whether a cross-origin upgrade from `origin` may proceed.
+    ///
+    /// squall asks only about requests that look cross-origin (Tornado 6.6):
+    /// a request with `Sec-Fetch-Site: same-origin`, or without that header an
+    /// `Origin` whose host and port equal `Host`, or with no `Origin` at all
+    /// (not a browser) is accepted without asking. A `false` answers 403
+    /// `Cross origin websockets not allowed`.
+    ///
+    /// The default accepts the origins listed in
+    /// [`Application::trusted_origins`](crate::Application::trusted_origins)
+    /// (none by default) and refuses the rest.
+    fn check_origin(&self, origin: &str, request: &http::Request<()>) -> bool {
+        request
+            .extensions()
+            .get::<TrustedOrigins>()
+            .is_some_and(|trusted| trusted.contains(origin))
+    }
+
+    /// Picks one of the subprotocols the client offered
+    /// (`Sec-WebSocket-Protocol`), in the client's order. `None`, the default,
+    /// answers without the header. Returning a name the client did not offer
+    /// is a bug; squall refuses it with a 500 rather than break the client.
+    fn select_subprotocol(&self, subprotocols: &[&str]) -> Option<String> {
+        let _ = subprotocols;
+        None
+    }
+
+    /// Called once the connection is open, before any message.
+    fn open(&mut self, ws: &WebSocket) -> impl Future<Output = ()> + Send {
+        let _ = ws;
+        async {}
+    }
+
+    /// Called for every complete message, in order.
+    fn on_message(&mut self, ws: &WebSocket, message: Message) -> impl Future<Output = ()> + Send;
+
+    /// Called for every ping from the client. The pong is sent by squall
+    /// already; the default does nothing else.
+    fn on_ping(&mut self, ws: &WebSocket, data: Bytes) -> impl Future<Output = ()> + Send {
+        let _ = (ws, data);
+        async {}
+    }
+
+    /// Called for every pong from the client (answers to squall's keep-alive
+    /// pings included). The default does nothing.
+    fn on_pong(&mut self, ws: &WebSocket, data: Bytes) -> impl Future<Output = ()> + Send {
+        let _ = (ws, data);
+        async {}
+    }
+
+    /// Called exactly once when an opened connection ends, whatever the cause
+    /// (close handshake, peer vanished, ping timeout, shutdown, a panic).
+    /// [`WebSocket::close_code`] tells the peer's close code, `None` when the
+    /// peer sent none or vanished. Writes here return
+    /// [`WriteError::Closed`](crate::WriteError::Closed).
+    fn on_close(&mut self, ws: &WebSocket) -> impl Future<Output = ()> + Send {
+        let _ = ws;
+        async {}
+    }
+}

@@ -1,0 +1,296 @@
+//! HTTP/1.1 on an accepted connection: reading request heads (with size and
+//! time limits), serving plain pages with keep-alive, and handing WebSocket
+//! routes over to the upgrade.
+//!
+//! squall reads no request bodies: a request that announces one is answered
+//! and the connection closed, so the next request can never be read out of
+//! the middle of a body.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::application::AppContext;
+use crate::handshake::UpgradeRequest;
+use crate::request::RemoteAddr;
+use crate::router::Route;
+use crate::stream::Stream;
+
+/// Most headers in one request head; more answers 431.
+const MAX_HEADERS: usize = 64;
+
+/// Why no request head could be read.
+#[derive(Debug)]
+pub(crate) enum HeadError {
+    /// The head passed `max_head_size` (or `MAX_HEADERS`): 431.
+    TooLarge,
+    /// Not HTTP/1.x: 400.
+    Malformed,
+    /// The head did not arrive in time, or the peer left mid-head: dropped.
+    Gone,
+}
+
+/// Serves one accepted connection until it closes, upgrades, or the server
+/// shuts down.
+pub(crate) async fn serve_connection(mut stream: Stream, remote: SocketAddr, app: AppContext) {
+    let settings = app.settings();
+    let mut buf = BytesMut::with_capacity(2048);
+    loop {
+        let head = tokio::select! {
+            head = read_head(&mut stream, &mut buf, settings.max_head_size, settings.head_timeout) => head,
+            () = app.shutdown_token().cancelled() => return,
+        };
+        let started = Instant::now();
+        let mut request = match head {
+            Ok(Some(request)) => request,
+            Ok(None) | Err(HeadError::Gone) => return,
+            Err(error) => {
+                let status = match error {
+                    HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                let response = text_response(status, status.canonical_reason().unwrap_or(""));
+                let _ = write_response(&mut stream, response, false, false).await;
+                tracing::info!(target: "squall::access", "{} - - ({}) bad request head", status.as_u16(), remote.ip());
+                return;
+            }
+        };
+        request.extensions_mut().insert(RemoteAddr(remote));
+        let keep_alive = wants_keep_alive(&request);
+
+        let Some((route, params)) = app.router().at(request.uri().path()) else {
+            let response = text_response(StatusCode::NOT_FOUND, "Not Found");
+            if !respond(&mut stream, &request, response, keep_alive, started).await {
+                return;
+            }
+            continue;
+        };
+        request.extensions_mut().insert(params);
+        match route {
+            Route::WebSocket(endpoint) => {
+                let endpoint = endpoint.clone();
+                let upgrade = UpgradeRequest {
+                    stream,
+                    read_ahead: buf,
+                    request,
+                    started,
+                    app: app.clone(),
+                };
+                return endpoint.upgrade(upgrade).await;
+            }
+            Route::Page(page) => {
+                let response = if matches!(*request.method(), Method::GET | Method::HEAD) {
+                    page(clone_head(&request)).await
+                } else {
+                    let mut response =
+                        text_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+                    response
+                        .headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                    response
+                };
+                if !respond(&mut stream, &request, response, keep_alive, started).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes a page response and logs it; `false` when the connection is done.
+async fn respond(
+    stream: &mut Stream,
+    request: &Request<()>,
+    response: Response<Bytes>,
+    keep_alive: bool,
+    started: Instant,
+) -> bool {
+    let status = response.status();
+    let head_only = request.method() == Method::HEAD;
+    let written = write_response(stream, response, head_only, keep_alive).await;
+    log_access(status, request, started);
+    written.is_ok() && keep_alive
+}
+
+/// One access line per request, as Tornado logs them:
+/// `101 GET /socket/ (127.0.0.1) 0.42ms`.
+pub(crate) fn log_access(status: StatusCode, request: &Request<()>, started: Instant) {
+    let ip = request
+        .extensions()
+        .get::<RemoteAddr>()
+        .map(|addr| addr.0.ip().to_string())
+        .unwrap_or_default();
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status.is_server_error() {
+        tracing::warn!(target: "squall::access", "{} {} {} ({}) {:.2}ms", status.as_u16(), request.method(), path, ip, ms);
+    } else {
+        tracing::info!(target: "squall::access", "{} {} {} ({}) {:.2}ms", status.as_u16(), request.method(), path, ip, ms);
+    }
+}
+
+/// The page handler gets its own copy of the head (pages are not the hot path).
+fn clone_head(request: &Request<()>) -> Request<()> {
+    let mut copy = Request::new(());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    *copy.extensions_mut() = request.extensions().clone();
+    copy
+}
+
+/// Keep-alive unless the client asked to close, spoke HTTP/1.0 without
+/// asking to keep it, or sent a body squall would have to skip.
+fn wants_keep_alive(request: &Request<()>) -> bool {
+    let headers = request.headers();
+    if headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|len| len.as_bytes() != b"0")
+    {
+        return false;
+    }
+    let connection_has = |token: &str| {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    match request.version() {
+        Version::HTTP_10 => connection_has("keep-alive"),
+        _ => !connection_has("close"),
+    }
+}
+
+/// Reads one request head into `buf`, leaving any bytes after it (a pipelined
+/// request, or the first WebSocket frames) in `buf`. `Ok(None)` is a clean
+/// end of the connection between requests.
+pub(crate) async fn read_head(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    max_size: usize,
+    timeout: Duration,
+) -> Result<Option<Request<()>>, HeadError> {
+    let read = async {
+        loop {
+            if !buf.is_empty() {
+                if let Some(request) = parse_head(buf, max_size)? {
+                    return Ok(Some(request));
+                }
+            }
+            if buf.len() >= max_size {
+                return Err(HeadError::TooLarge);
+            }
+            buf.reserve(1024.min(max_size - buf.len()).max(1));
+            match stream.read_buf(buf).await {
+                Ok(0) if buf.is_empty() => return Ok(None),
+                Ok(0) | Err(_) => return Err(HeadError::Gone),
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(HeadError::Gone))
+}
+
+/// Parses a complete head at the front of `buf` and removes it; `Ok(None)`
+/// if more bytes are needed.
+pub(crate) fn parse_head(
+    buf: &mut BytesMut,
+    max_size: usize,
+) -> Result<Option<Request<()>>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Malformed),
+    };
+    if len > max_size {
+        return Err(HeadError::TooLarge);
+    }
+    let mut request = Request::new(());
+    *request.method_mut() = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
+        .map_err(|_| HeadError::Malformed)?;
+    *request.uri_mut() = parsed
+        .path
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| HeadError::Malformed)?;
+    *request.version_mut() = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let map = request.headers_mut();
+    map.reserve(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name =
+            header::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError::Malformed)?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| HeadError::Malformed)?;
+        map.append(name, value);
+    }
+    if request.uri().path().is_empty() || !request.uri().path().starts_with('/') {
+        return Err(HeadError::Malformed);
+    }
+    let _ = buf.split_to(len);
+    Ok(Some(request))
+}
+
+/// A plain-text response.
+pub(crate) fn text_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes> {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Writes a response with `Content-Length` (and the body unless `head_only`).
+pub(crate) async fn write_response(
+    stream: &mut Stream,
+    response: Response<Bytes>,
+    head_only: bool,
+    keep_alive: bool,
+) -> std::io::Result<()> {
+    let (parts, body) = response.into_parts();
+    let mut out = Vec::with_capacity(128 + if head_only { 0 } else { body.len() });
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::CONNECTION {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(&body);
+    }
+    stream.write_all(&out).await?;
+    stream.flush().await?;
+    if !keep_alive {
+        let _ = stream.shutdown().await;
+    }
+    Ok(())
+}

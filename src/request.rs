@@ -1,0 +1,99 @@
+//! Reading what a client sent with its request: path parameters, query
+//! arguments, cookies and the peer's address.
+//!
+//! squall hands requests around as plain [`http::Request<()>`] values (the
+//! body of an upgrade or page request is never read); what squall knows about
+//! a request beyond its head travels in the request's extensions and is read
+//! through [`RequestExt`].
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+
+/// Path parameters captured by a route such as `/chat/{room}`, stored in the
+/// request's extensions.
+#[derive(Clone, Debug, Default)]
+pub struct PathParams(pub(crate) Vec<(String, String)>);
+
+impl PathParams {
+    /// The value of the parameter `name`, if the route captured it.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Every captured `(name, value)` pair, in route order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+/// The address of the peer that sent a request, stored in its extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemoteAddr(pub SocketAddr);
+
+/// Accessors for what squall attaches to a request head.
+///
+/// ```
+/// use squall::RequestExt;
+///
+/// let request = http::Request::get("/chat/?name=ada%20l&x=1")
+///     .header("cookie", "session=abc; theme=dark")
+///     .body(())
+///     .unwrap();
+/// assert_eq!(request.query_argument("name").as_deref(), Some("ada l"));
+/// assert_eq!(request.cookie("theme"), Some("dark"));
+/// assert_eq!(request.path_param("room"), None);
+/// ```
+pub trait RequestExt {
+    /// The path parameter `name` captured by the route (`/chat/{room}` → `room`).
+    fn path_param(&self, name: &str) -> Option<&str>;
+    /// The first query argument `name`, percent-decoded (Tornado's
+    /// `get_query_argument`).
+    fn query_argument(&self, name: &str) -> Option<Cow<'_, str>>;
+    /// Every query argument `name`, percent-decoded, in order.
+    fn query_arguments(&self, name: &str) -> Vec<Cow<'_, str>>;
+    /// The value of the cookie `name` from the `Cookie` headers.
+    fn cookie(&self, name: &str) -> Option<&str>;
+    /// The peer's address, when the request came through a squall server.
+    fn remote_addr(&self) -> Option<SocketAddr>;
+}
+
+impl RequestExt for http::Request<()> {
+    fn path_param(&self, name: &str) -> Option<&str> {
+        self.extensions().get::<PathParams>()?.get(name)
+    }
+
+    fn query_argument(&self, name: &str) -> Option<Cow<'_, str>> {
+        let query = self.uri().query()?;
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
+    }
+
+    fn query_arguments(&self, name: &str) -> Vec<Cow<'_, str>> {
+        let Some(query) = self.uri().query() else {
+            return Vec::new();
+        };
+        form_urlencoded::parse(query.as_bytes())
+            .filter(|(key, _)| key == name)
+            .map(|(_, value)| value)
+            .collect()
+    }
+
+    fn cookie(&self, name: &str) -> Option<&str> {
+        self.headers()
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|header| header.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.trim_matches('"'))
+    }
+
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        self.extensions().get::<RemoteAddr>().map(|addr| addr.0)
+    }
+}

@@ -1,0 +1,99 @@
+//! Path → route table: WebSocket endpoints and plain pages.
+//!
+//! Matching is `matchit`'s (`/chat/{room}`, `/files/{*rest}`); what a route
+//! does is one of two kinds, erased behind a trait object once per route so
+//! that each handler type keeps its own monomorphised connection loop.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::handshake::UpgradeRequest;
+use crate::WebSocketHandler;
+
+/// A boxed future, once per connection or page request.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Runs the upgrade and then the connection for one WebSocket route.
+pub(crate) trait Upgrade: Send + Sync + 'static {
+    fn upgrade(&self, request: UpgradeRequest) -> BoxFuture<()>;
+}
+
+/// A WebSocket route: a factory that makes a fresh handler per connection.
+struct WebSocketRoute<F>(F);
+
+impl<F, H> Upgrade for WebSocketRoute<F>
+where
+    F: Fn() -> H + Send + Sync + 'static,
+    H: WebSocketHandler,
+{
+    fn upgrade(&self, request: UpgradeRequest) -> BoxFuture<()> {
+        Box::pin(crate::handshake::upgrade((self.0)(), request))
+    }
+}
+
+/// A plain HTTP GET/HEAD handler.
+pub(crate) type PageHandler =
+    Arc<dyn Fn(http::Request<()>) -> BoxFuture<http::Response<Bytes>> + Send + Sync>;
+
+/// What a path leads to.
+#[derive(Clone)]
+pub(crate) enum Route {
+    WebSocket(Arc<dyn Upgrade>),
+    Page(PageHandler),
+}
+
+impl Route {
+    pub fn websocket<F, H>(factory: F) -> Self
+    where
+        F: Fn() -> H + Send + Sync + 'static,
+        H: WebSocketHandler,
+    {
+        Route::WebSocket(Arc::new(WebSocketRoute(factory)))
+    }
+
+    pub fn page<F, Fut, B>(handler: F) -> Self
+    where
+        F: Fn(http::Request<()>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = http::Response<B>> + Send + 'static,
+        B: Into<Bytes>,
+    {
+        let handler = Arc::new(handler);
+        Route::Page(Arc::new(move |request| {
+            let response = handler(request);
+            Box::pin(async move { response.await.map(Into::into) })
+        }))
+    }
+}
+
+/// The route table.
+#[derive(Clone, Default)]
+pub(crate) struct Router {
+    routes: matchit::Router<Route>,
+}
+
+impl Router {
+    /// Adds a route. Panics on an invalid or conflicting path, as a
+    /// programming error found at start-up.
+    pub fn insert(&mut self, path: &str, route: Route) {
+        if let Err(error) = self.routes.insert(path, route) {
+            panic!("squall: cannot add route {path:?}: {error}");
+        }
+    }
+
+    /// The route for `path` and the parameters it captured.
+    pub fn at(&self, path: &str) -> Option<(&Route, crate::PathParams)> {
+        let matched = self.routes.at(path).ok()?;
+        let params = matched
+            .params
+            .iter()
+            .map(|(k, v)| {
+                let value = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+                (k.to_owned(), value.into_owned())
+            })
+            .collect();
+        Some((matched.value, crate::PathParams(params)))
+    }
+}

@@ -1,0 +1,170 @@
+//! The accept loop: connection limits, accept-error backoff, and graceful
+//! shutdown.
+//!
+//! Each accepted connection gets its own task, holding a permit of the
+//! connection-limit semaphore for as long as it lives. Shutdown cancels one
+//! token that every connection watches; the loop then waits for the tasks to
+//! finish their close handshakes and `on_close`, up to a deadline.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::application::{AppContext, Handle};
+use crate::http1;
+use crate::stream::Stream;
+
+/// A bound, not yet running server. [`Application::bind`](crate::Application::bind)
+/// makes one.
+pub struct Server {
+    listener: TcpListener,
+    app: AppContext,
+    handle: Handle,
+}
+
+impl Server {
+    pub(crate) fn new(listener: TcpListener, app: AppContext) -> Self {
+        let handle = Handle::from_context(&app);
+        Server {
+            listener,
+            app,
+            handle,
+        }
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A handle to stop this server.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Serves `wss://` (TLS) until [`Handle::shutdown`], then shuts down
+    /// gracefully. A client that does not finish its TLS handshake within the
+    /// request-head timeout is dropped.
+    #[cfg(feature = "tls")]
+    pub async fn run_tls(self, config: crate::TlsConfig) -> std::io::Result<()> {
+        let app = self.app;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        accept_loop(self.listener, &app, |tcp, remote, app| {
+            let accept = acceptor.accept(tcp);
+            async move {
+                let timeout = app.settings().head_timeout;
+                match tokio::time::timeout(timeout, accept).await {
+                    Ok(Ok(tls)) => {
+                        http1::serve_connection(Stream::Tls(Box::new(tls)), remote, app).await
+                    }
+                    Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                }
+            }
+        })
+        .await;
+        drain(&app).await;
+        Ok(())
+    }
+
+    /// Serves until [`Handle::shutdown`], then shuts down gracefully.
+    pub async fn run(self) -> std::io::Result<()> {
+        let app = self.app;
+        accept_loop(self.listener, &app, |tcp, remote, app| async move {
+            http1::serve_connection(Stream::Tcp(tcp), remote, app).await;
+        })
+        .await;
+        drain(&app).await;
+        Ok(())
+    }
+}
+
+/// Accepts until shutdown, handing each connection to `serve`, then waits
+/// for the connections to finish (bounded by the shutdown timeout).
+pub(crate) async fn accept_loop<S, Fut>(listener: TcpListener, app: &AppContext, serve: S)
+where
+    S: Fn(TcpStream, SocketAddr, AppContext) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let settings = app.settings().clone();
+    let limit = Arc::new(Semaphore::new(settings.max_connections));
+    let mut tasks = JoinSet::new();
+    let mut backoff = Duration::from_millis(5);
+    let shutdown = app.shutdown_token().clone();
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, remote)) => {
+                    backoff = Duration::from_millis(5);
+                    let _ = tcp.set_nodelay(true);
+                    match limit.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let connection = serve(tcp, remote, app.clone());
+                            tasks.spawn(async move {
+                                connection.await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            tracing::warn!(%remote, "connection limit reached: 503");
+                            tasks.spawn(refuse_busy(tcp));
+                        }
+                    }
+                }
+                Err(error) if is_per_connection(&error) => {}
+                Err(error) => {
+                    // Out of file descriptors or memory: back off rather than
+                    // spin, doubling up to a second.
+                    tracing::warn!(%error, ?backoff, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+    drop(listener);
+    let all_done = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(settings.shutdown_timeout, all_done)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = tasks.len(),
+            "shutdown deadline passed: aborting the remaining connections"
+        );
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Marks the application stopped.
+async fn drain(app: &AppContext) {
+    app.mark_stopped();
+}
+
+/// Errors that concern one incoming connection, not the listener.
+fn is_per_connection(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock
+    )
+}
+
+/// Answers 503 to a connection over the limit, without waiting on it long.
+async fn refuse_busy(mut tcp: TcpStream) {
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 19\r\nConnection: close\r\n\r\nService Unavailable";
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        tcp.write_all(BUSY).await?;
+        tcp.shutdown().await
+    })
+    .await;
+}

@@ -1,0 +1,392 @@
+//! The per-connection context handed to every handler method, and the
+//! cloneable [`WebSocketSender`] other tasks use to reach a connection.
+//!
+//! Neither touches the socket: writes go into the connection's bounded send
+//! queue, which the connection task (see `connection.rs`) drains into the
+//! socket, combining writes. The queue is bounded twice, by message count (the
+//! channel's capacity) and by bytes (a semaphore whose permits travel with
+//! each queued message and return when the message reaches the socket).
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Semaphore, TryAcquireError};
+
+use crate::request::RequestExt;
+use crate::settings::OverflowPolicy;
+use crate::{Message, Utf8Bytes, WriteError};
+
+/// One queued write and the byte permits it holds.
+pub(crate) struct Outbound {
+    pub message: tungstenite::Message,
+    pub permits: u32,
+}
+
+/// A request to close, sent on a side channel so that it never waits behind a
+/// full queue.
+pub(crate) struct CloseRequest {
+    pub code: u16,
+    pub reason: Utf8Bytes,
+}
+
+/// State shared by a connection task and every handle to it.
+pub(crate) struct Shared {
+    queue: mpsc::Sender<Outbound>,
+    queue_bytes: Semaphore,
+    max_permits: u32,
+    close_requests: mpsc::Sender<CloseRequest>,
+    closing: AtomicBool,
+    overflow: OverflowPolicy,
+}
+
+impl Shared {
+    /// The shared state and the receiving ends the connection task keeps.
+    pub fn new(
+        max_messages: usize,
+        max_bytes: usize,
+        overflow: OverflowPolicy,
+    ) -> (
+        Arc<Self>,
+        mpsc::Receiver<Outbound>,
+        mpsc::Receiver<CloseRequest>,
+    ) {
+        let (queue, outbound) = mpsc::channel(max_messages.max(1));
+        let (close_requests, close_rx) = mpsc::channel(1);
+        let max_permits = max_bytes.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        let shared = Arc::new(Shared {
+            queue,
+            queue_bytes: Semaphore::new(max_permits),
+            max_permits: max_permits as u32,
+            close_requests,
+            closing: AtomicBool::new(false),
+            overflow,
+        });
+        (shared, outbound, close_rx)
+    }
+
+    fn permits_for(&self, message: &tungstenite::Message) -> u32 {
+        // A message larger than the whole budget takes all of it: it waits for
+        // an empty queue rather than being refused for ever.
+        (message.len().min(u32::MAX as usize) as u32).min(self.max_permits)
+    }
+
+    /// Returns queue permits once a message has left the queue.
+    pub fn release(&self, permits: u32) {
+        if permits > 0 {
+            self.queue_bytes.add_permits(permits as usize);
+        }
+    }
+
+    /// Marks the connection closing: every later write is refused and every
+    /// waiting writer wakes with [`WriteError::Closed`].
+    pub fn mark_closing(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.queue_bytes.close();
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    async fn enqueue(&self, message: tungstenite::Message) -> Result<(), WriteError> {
+        if self.is_closing() {
+            return Err(WriteError::Closed);
+        }
+        let permits = self.permits_for(&message);
+        if permits > 0 {
+            self.queue_bytes
+                .acquire_many(permits)
+                .await
+                .map_err(|_| WriteError::Closed)?
+                .forget();
+        }
+        self.queue
+            .send(Outbound { message, permits })
+            .await
+            .map_err(|_| WriteError::Closed)
+    }
+
+    fn try_enqueue(&self, message: tungstenite::Message) -> Result<(), WriteError> {
+        if self.is_closing() {
+            return Err(WriteError::Closed);
+        }
+        let permits = self.permits_for(&message);
+        if permits > 0 {
+            match self.queue_bytes.try_acquire_many(permits) {
+                Ok(permit) => permit.forget(),
+                Err(TryAcquireError::Closed) => return Err(WriteError::Closed),
+                Err(TryAcquireError::NoPermits) => return Err(self.overflowed()),
+            }
+        }
+        match self.queue.try_send(Outbound { message, permits }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.release(permits);
+                Err(self.overflowed())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(WriteError::Closed),
+        }
+    }
+
+    fn overflowed(&self) -> WriteError {
+        if let OverflowPolicy::Close(code) = self.overflow {
+            tracing::warn!(code, "send queue full: closing the slow connection");
+            self.request_close(code, Utf8Bytes::from_static("send queue full"));
+        }
+        WriteError::QueueFull
+    }
+
+    fn request_close(&self, code: u16, reason: Utf8Bytes) {
+        // Capacity one: if a close is already pending, the first one wins.
+        let _ = self.close_requests.try_send(CloseRequest { code, reason });
+    }
+}
+
+/// A cloneable handle to one connection, usable from any task: Tornado's
+/// habit of keeping handler objects in a set to write to them later.
+///
+/// [`send`](Self::send) never waits: when the connection's send queue is full
+/// it returns [`WriteError::QueueFull`] and applies the application's
+/// [`OverflowPolicy`]. [`write_message`](Self::write_message) waits for room
+/// instead. Both return [`WriteError::Closed`] once the connection is closing.
+///
+/// ```no_run
+/// # async fn demo(ws: &squall::WebSocket) {
+/// let sender = ws.sender();
+/// tokio::spawn(async move {
+///     sender.send("tick").ok();
+/// });
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct WebSocketSender {
+    shared: Arc<Shared>,
+}
+
+impl WebSocketSender {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        WebSocketSender { shared }
+    }
+
+    /// Queues a message without waiting.
+    pub fn send(&self, message: impl Into<Message>) -> Result<(), WriteError> {
+        self.shared.try_enqueue(message.into().into_tungstenite())
+    }
+
+    /// Queues a message already converted for the wire, shared with other
+    /// receivers (broadcast).
+    pub(crate) fn send_shared(&self, message: tungstenite::Message) -> Result<(), WriteError> {
+        self.shared.try_enqueue(message)
+    }
+
+    /// Queues a message, waiting while the send queue is full.
+    pub async fn write_message(&self, message: impl Into<Message>) -> Result<(), WriteError> {
+        self.shared.enqueue(message.into().into_tungstenite()).await
+    }
+
+    /// Asks the connection to close with `code` and `reason`, after the
+    /// messages already queued. Never waits.
+    pub fn close(&self, code: u16, reason: &str) {
+        self.shared.request_close(code, reason.into());
+    }
+
+    /// Whether the connection is closing or closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closing()
+    }
+
+    /// Whether two handles reach the same connection.
+    pub fn same_connection(&self, other: &WebSocketSender) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// The connection's identity in groups (stable while it lives).
+    pub(crate) fn id(&self) -> crate::group::MemberId {
+        Arc::as_ptr(&self.shared) as usize
+    }
+}
+
+impl std::fmt::Debug for WebSocketSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocketSender")
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// How the peer closed the connection, if it said.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PeerClose {
+    pub code: Option<u16>,
+    pub reason: Option<String>,
+}
+
+/// The per-connection context handed to every [`WebSocketHandler`](crate::WebSocketHandler)
+/// method: Tornado's `self` for everything that is not the user's own state.
+pub struct WebSocket {
+    sender: WebSocketSender,
+    request: http::Request<()>,
+    subprotocol: Option<String>,
+    peer_close: OnceLock<PeerClose>,
+    membership: crate::group::Membership,
+    app: crate::application::AppContext,
+}
+
+impl WebSocket {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        request: http::Request<()>,
+        subprotocol: Option<String>,
+        app: crate::application::AppContext,
+    ) -> Self {
+        WebSocket {
+            sender: WebSocketSender::new(shared),
+            request,
+            subprotocol,
+            peer_close: OnceLock::new(),
+            membership: Default::default(),
+            app,
+        }
+    }
+
+    /// Queues a message: text (`&str`, `String`), binary (`Vec<u8>`,
+    /// [`Bytes`]) or JSON ([`serde_json::Value`]). Waits while the send queue
+    /// is full (backpressure); the connection keeps draining it meanwhile.
+    /// Returns [`WriteError::Closed`] once the connection is closing.
+    pub async fn write_message(&self, message: impl Into<Message>) -> Result<(), WriteError> {
+        self.sender.write_message(message).await
+    }
+
+    /// Serialises `value` to JSON and queues it as a text message.
+    pub async fn write_json<T: serde::Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> Result<(), WriteError> {
+        self.write_message(Message::json(value)?).await
+    }
+
+    /// Sends a ping with `data` (at most 125 bytes); the answer reaches
+    /// [`on_pong`](crate::WebSocketHandler::on_pong).
+    pub async fn ping(&self, data: impl Into<Bytes>) -> Result<(), WriteError> {
+        let data = data.into();
+        if data.len() > 125 {
+            return Err(WriteError::PingTooLong);
+        }
+        self.sender
+            .shared
+            .enqueue(tungstenite::Message::Ping(data))
+            .await
+    }
+
+    /// Closes the connection with `code` and `reason` once the messages
+    /// already queued are written. Later writes return [`WriteError::Closed`].
+    pub fn close(&self, code: u16, reason: &str) {
+        self.sender.shared.closing.store(true, Ordering::Release);
+        self.sender.close(code, reason);
+    }
+
+    /// The close code the peer sent, once the connection has closed; `None`
+    /// if it sent none or vanished.
+    pub fn close_code(&self) -> Option<u16> {
+        self.peer_close.get().and_then(|close| close.code)
+    }
+
+    /// The close reason the peer sent, once the connection has closed.
+    pub fn close_reason(&self) -> Option<&str> {
+        self.peer_close
+            .get()
+            .and_then(|close| close.reason.as_deref())
+    }
+
+    pub(crate) fn set_peer_close(&self, close: PeerClose) {
+        let _ = self.peer_close.set(close);
+    }
+
+    /// The subprotocol chosen by
+    /// [`select_subprotocol`](crate::WebSocketHandler::select_subprotocol).
+    pub fn selected_subprotocol(&self) -> Option<&str> {
+        self.subprotocol.as_deref()
+    }
+
+    /// The upgrade request: method, URI, headers and extensions.
+    pub fn request(&self) -> &http::Request<()> {
+        &self.request
+    }
+
+    /// The path parameter `name` (`/chat/{room}` → `room`).
+    pub fn path_param(&self, name: &str) -> Option<&str> {
+        self.request.path_param(name)
+    }
+
+    /// The first query argument `name` of the upgrade request, percent-decoded.
+    pub fn query_argument(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.request.query_argument(name)
+    }
+
+    /// The cookie `name` sent with the upgrade request.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.request.cookie(name)
+    }
+
+    /// The peer's address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.request
+            .remote_addr()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// A cloneable handle other tasks can use to write to this connection.
+    pub fn sender(&self) -> WebSocketSender {
+        self.sender.clone()
+    }
+
+    /// Joins the group (room) `group`; returns `false` if already a member.
+    /// The connection leaves every group when it closes.
+    pub fn join(&self, group: &str) -> bool {
+        if self.sender.is_closed() {
+            return false;
+        }
+        self.membership.add(group);
+        self.app.groups().join(group, &self.sender)
+    }
+
+    /// Leaves `group`; returns `false` if not a member.
+    pub fn leave(&self, group: &str) -> bool {
+        self.membership.remove(group);
+        self.app.groups().leave(group, &self.sender)
+    }
+
+    /// Sends `message` to every member of `group`, this connection included
+    /// if it is one, here and (with a broker) in every other process. The
+    /// message is serialised once and shared. Returns how many local members
+    /// accepted it; see [`Handle::broadcast`](crate::Handle::broadcast).
+    pub fn broadcast(&self, group: &str, message: impl Into<Message>) -> usize {
+        self.app.broadcast(group, message.into(), None)
+    }
+
+    /// As [`broadcast`](Self::broadcast), but not to this connection.
+    pub fn broadcast_others(&self, group: &str, message: impl Into<Message>) -> usize {
+        self.app
+            .broadcast(group, message.into(), Some(self.sender.id()))
+    }
+
+    /// Leaves every group (when the connection closes).
+    pub(crate) fn leave_all(&self) {
+        for group in self.membership.take() {
+            self.app.groups().leave(&group, &self.sender);
+        }
+    }
+}
+
+impl std::fmt::Debug for WebSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("uri", self.request.uri())
+            .field("remote_addr", &self.remote_addr())
+            .field("subprotocol", &self.subprotocol)
+            .finish()
+    }
+}
