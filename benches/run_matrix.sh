@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Benchmark matrix: every echo server x every scenario, results as JSON lines,
+# then BENCHMARKS.md + an SVG chart via benches/report.py.
+#
+#   benches/run_matrix.sh [--quick] [--out FILE.md] [--svg FILE.svg]
+#                         [--results FILE.jsonl] [--servers "a b ..."]
+#
+# Full run (D=10 s, warm-up 2 s, idle N=15000) writes BENCHMARKS.md and
+# benches/ratios.svg. --quick (D=2 s, warm-up 1 s, idle N=2000) is a smoke
+# test and writes under target/bench/ unless --out/--svg say otherwise, so
+# quick numbers never end up in the repository by accident.
+#
+# Servers run pinned to core 0, the load generator to core 1 (taskset). Each
+# scenario starts a fresh server process. All traffic goes to 127.0.0.1, every
+# load run is bounded by -d/--warmup and by `timeout`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=0
+OUT=""
+SVG=""
+RESULTS=""
+SERVERS_ARG=""
+ORIG_CMD="benches/run_matrix.sh $*"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --out) OUT="$2"; shift ;;
+        --svg) SVG="$2"; shift ;;
+        --results) RESULTS="$2"; shift ;;
+        --servers) SERVERS_ARG="$2"; shift ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [ "$QUICK" = 1 ]; then
+    D=2; WARM=1; IDLE_N=2000
+    : "${OUT:=target/bench/BENCHMARKS.quick.md}"
+    : "${SVG:=target/bench/ratios.quick.svg}"
+else
+    D=10; WARM=2; IDLE_N=15000
+    : "${OUT:=BENCHMARKS.md}"
+    : "${SVG:=benches/ratios.svg}"
+fi
+STAMP=$(date +%Y%m%d-%H%M%S)
+mkdir -p target/bench
+: "${RESULTS:=target/bench/results-$STAMP.jsonl}"
+LOGDIR=target/bench/logs-$STAMP
+mkdir -p "$LOGDIR"
+
+# The idle scenario needs ~N descriptors in both processes; children inherit this.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+echo "open-file limit: $(ulimit -n)"
+if [ "$IDLE_N" -gt $(( $(ulimit -n) - 100 )) ]; then
+    IDLE_N=$(( $(ulimit -n) - 100 ))
+    echo "note: idle N lowered to $IDLE_N to fit the open-file limit"
+fi
+
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+    PIN_SERVER=(taskset -c 0)
+    PIN_LOADGEN=(taskset -c 1)
+else
+    echo "warning: taskset missing or fewer than 2 CPUs; running unpinned" >&2
+    PIN_SERVER=()
+    PIN_LOADGEN=()
+fi
+
+echo "building release examples..."
+cargo build --release --example loadgen --example bench_tt_echo \
+    --example bench_tt_combined --example bench_fastws
+SERVERS=()
+NOTES=()
+if cargo build --release --example bench_echo >"$LOGDIR/build-bench_echo.log" 2>&1; then
+    SERVERS+=(bench_echo)
+else
+    NOTES+=("squall bench_echo skipped: \`cargo build --release --example bench_echo\` failed (see $LOGDIR/build-bench_echo.log)")
+    echo "note: squall's bench_echo does not build yet; skipping it" >&2
+fi
+SERVERS+=(bench_tt_echo bench_tt_combined bench_fastws)
+if [ -n "$SERVERS_ARG" ]; then
+    read -r -a SERVERS <<<"$SERVERS_ARG"
+fi
+BIN=target/release/examples
+
+python3 benches/report.py meta --command "$ORIG_CMD" --quick "$QUICK" \
+    --duration "$D" --warmup "$WARM" --idle-n "$IDLE_N" \
+    --notes "$(printf '%s\n' "${NOTES[@]+"${NOTES[@]}"}")" >"$RESULTS"
+
+PORT=$(( 20000 + RANDOM % 20000 ))
+
+# Wait (bounded) until something accepts on 127.0.0.1:$1.
+wait_port() {
+    local i
+    for i in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# run_one SERVER SCENARIO LOADGEN-ARGS...
+run_one() {
+    local server=$1 scenario=$2; shift 2
+    PORT=$((PORT + 1))
+    local log="$LOGDIR/$server.$scenario"
+    "${PIN_SERVER[@]}" "$BIN/$server" "127.0.0.1:$PORT" >"$log.server.log" 2>&1 &
+    local spid=$!
+    local line=""
+    if wait_port "$PORT"; then
+        echo "== $server / $scenario"
+        # Hard bound on top of the loadgen's own timing.
+        timeout $(( WARM + D + 150 )) "${PIN_LOADGEN[@]}" "$BIN/loadgen" "$@" \
+            --url "ws://127.0.0.1:$PORT/" --server-pid "$spid" \
+            --meta "server=$server" --meta "scenario=$scenario" \
+            >"$log.loadgen.log" 2>&1 || true
+        grep -v '^RESULT ' "$log.loadgen.log" || true
+        line=$(grep '^RESULT ' "$log.loadgen.log" | tail -n1 | sed 's/^RESULT //' || true)
+    else
+        echo "== $server / $scenario: server did not start listening" >&2
+    fi
+    if ! kill -0 "$spid" 2>/dev/null; then
+        echo "   warning: server $server exited during the run" >&2
+    fi
+    kill "$spid" 2>/dev/null || true
+    wait "$spid" 2>/dev/null || true
+    if [ -z "$line" ]; then
+        line="{\"server\":\"$server\",\"scenario\":\"$scenario\",\"failed\":true}"
+    fi
+    echo "$line" >>"$RESULTS"
+}
+
+for server in "${SERVERS[@]}"; do
+    T=(-d "$D" --warmup "$WARM")
+    run_one "$server" echo_c64_w1_s32_text    echo -c 64 -w 1 -s 32 "${T[@]}"
+    run_one "$server" echo_c64_w16_s32_text   echo -c 64 -w 16 -s 32 "${T[@]}"
+    run_one "$server" echo_c16_w4_s65536_bin  echo -c 16 -w 4 -s 65536 --binary "${T[@]}"
+    run_one "$server" connect_w16             connect --workers 16 "${T[@]}"
+    run_one "$server" idle                    idle -n "$IDLE_N"
+done
+
+python3 benches/report.py render "$RESULTS" --out "$OUT" --svg "$SVG"
+echo "results: $RESULTS"
+echo "report:  $OUT"
+echo "chart:   $SVG"
+echo "logs:    $LOGDIR"
