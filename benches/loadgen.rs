@@ -168,7 +168,10 @@ fn parse_url(url: &str) -> Result<Target, String> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         authority.to_string()
     } else {
         format!("{authority}:80")
@@ -182,7 +185,11 @@ fn parse_url(url: &str) -> Result<Target, String> {
     if !addr.ip().is_loopback() {
         return Err(format!("refusing non-loopback target {addr}"));
     }
-    Ok(Target { addr, host_header: authority.to_string(), path: path.to_string() })
+    Ok(Target {
+        addr,
+        host_header: authority.to_string(),
+        path: path.to_string(),
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -193,17 +200,23 @@ fn parse_url(url: &str) -> Result<Target, String> {
 fn raise_nofile() -> u64 {
     // SAFETY: plain libc calls on a properly initialised struct.
     unsafe {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 0;
         }
         if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                return want.rlim_max as u64;
+                return want.rlim_max;
             }
         }
-        lim.rlim_cur as u64
+        lim.rlim_cur
     }
 }
 
@@ -338,7 +351,12 @@ fn parse_head(buf: &[u8]) -> Result<Option<FrameHead>, &'static str> {
     if payload_len > (1 << 30) {
         return Err("absurd frame length");
     }
-    Ok(Some(FrameHead { fin, opcode, header_len, payload_len }))
+    Ok(Some(FrameHead {
+        fin,
+        opcode,
+        header_len,
+        payload_len,
+    }))
 }
 
 /// Read buffer with a consumed-prefix cursor, so parsing never shifts bytes
@@ -350,7 +368,10 @@ struct ReadBuf {
 
 impl ReadBuf {
     fn new(cap: usize) -> Self {
-        ReadBuf { data: Vec::with_capacity(cap), start: 0 }
+        ReadBuf {
+            data: Vec::with_capacity(cap),
+            start: 0,
+        }
     }
     fn pending(&self) -> &[u8] {
         &self.data[self.start..]
@@ -364,7 +385,10 @@ impl ReadBuf {
     }
     /// Read at least one more byte from `s`; Ok(0) is EOF.
     async fn fill(&mut self, s: &mut TcpStream, min_room: usize) -> io::Result<usize> {
-        if self.start > 0 && (self.start > self.data.capacity() / 2 || self.data.capacity() - self.data.len() < min_room) {
+        if self.start > 0
+            && (self.start > self.data.capacity() / 2
+                || self.data.capacity() - self.data.len() < min_room)
+        {
             self.data.drain(..self.start);
             self.start = 0;
         }
@@ -395,7 +419,9 @@ fn pull_message<F: FnMut(u8, &[u8])>(
     mut on_data: F,
 ) -> Result<Pulled, &'static str> {
     loop {
-        let Some(h) = parse_head(rb.pending())? else { return Ok(Pulled::Partial) };
+        let Some(h) = parse_head(rb.pending())? else {
+            return Ok(Pulled::Partial);
+        };
         let total = h.header_len + h.payload_len;
         if rb.pending().len() < total {
             return Ok(Pulled::Partial);
@@ -467,7 +493,12 @@ fn source_for(i: usize) -> Option<Ipv4Addr> {
     if i < CONNS_PER_SOURCE_IP {
         None
     } else {
-        Some(Ipv4Addr::new(127, 0, 0, (1 + i / CONNS_PER_SOURCE_IP).min(254) as u8))
+        Some(Ipv4Addr::new(
+            127,
+            0,
+            0,
+            (1 + i / CONNS_PER_SOURCE_IP).min(254) as u8,
+        ))
     }
 }
 
@@ -477,7 +508,12 @@ fn err(msg: &str) -> io::Error {
 
 /// Client side of the opening handshake. Leaves any bytes that follow the
 /// response head in `rb`.
-async fn ws_handshake(s: &mut TcpStream, t: &Target, key_seed: u64, rb: &mut ReadBuf) -> io::Result<()> {
+async fn ws_handshake(
+    s: &mut TcpStream,
+    t: &Target,
+    key_seed: u64,
+    rb: &mut ReadBuf,
+) -> io::Result<()> {
     // Sec-WebSocket-Key: 16 bytes, base64 encoded (24 chars). The server only
     // hashes it, so any 16-byte value in base64 is valid; vary it per connection.
     const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -499,7 +535,8 @@ async fn ws_handshake(s: &mut TcpStream, t: &Target, key_seed: u64, rb: &mut Rea
             let head = &rb.pending()[..end];
             let ok = head.starts_with(b"HTTP/1.1 101") || head.starts_with(b"HTTP/1.0 101");
             if !ok {
-                let line = String::from_utf8_lossy(head.split(|&b| b == b'\r').next().unwrap_or(b""));
+                let line =
+                    String::from_utf8_lossy(head.split(|&b| b == b'\r').next().unwrap_or(b""));
                 return Err(err(&format!("handshake refused: {line}")));
             }
             rb.consume(end + 4);
@@ -531,7 +568,11 @@ async fn ws_close(s: &mut TcpStream, rb: &mut ReadBuf, mask: [u8; 4]) -> io::Res
             }
         }
         if rb.fill(s, 4096).await? == 0 {
-            return if got_close { Ok(()) } else { Err(err("EOF before close frame")) };
+            return if got_close {
+                Ok(())
+            } else {
+                Err(err("EOF before close frame"))
+            };
         }
     }
 }
@@ -564,7 +605,11 @@ impl Payloads {
         let body: Vec<u8> = (0..size - tag_len)
             .map(|_| {
                 let r = rng.next();
-                if binary { r as u8 } else { b'a' + (r % 26) as u8 }
+                if binary {
+                    r as u8
+                } else {
+                    b'a' + (r % 26) as u8
+                }
             })
             .collect();
         let body_masked = body
@@ -768,7 +813,9 @@ async fn connect_worker(w: usize, t: Rc<Target>, sh: Rc<Shared>) {
         rb.start = 0;
         let cycle = async {
             let mut s = tcp_connect(&t.addr, None).await.map_err(|_| true)?;
-            ws_handshake(&mut s, &t, (w as u64) << 40 | n, &mut rb).await.map_err(|_| true)?;
+            ws_handshake(&mut s, &t, (w as u64) << 40 | n, &mut rb)
+                .await
+                .map_err(|_| true)?;
             ws_close(&mut s, &mut rb, mask).await.map_err(|_| false)?;
             Ok::<(), bool>(())
         };
@@ -810,8 +857,12 @@ async fn connect_worker(w: usize, t: Rc<Target>, sh: Rc<Shared>) {
 /// Open one connection, prove it alive with one echoed message, return it.
 async fn idle_open(i: usize, t: Rc<Target>) -> Result<TcpStream, bool> {
     let mut rb = ReadBuf::new(256);
-    let mut s = tcp_connect(&t.addr, source_for(i)).await.map_err(|_| true)?;
-    ws_handshake(&mut s, &t, i as u64, &mut rb).await.map_err(|_| true)?;
+    let mut s = tcp_connect(&t.addr, source_for(i))
+        .await
+        .map_err(|_| true)?;
+    ws_handshake(&mut s, &t, i as u64, &mut rb)
+        .await
+        .map_err(|_| true)?;
     let pl = Payloads::new(i, 32, false);
     let mut out = Vec::with_capacity(64);
     pl.put(&mut out, i as u64);
@@ -820,7 +871,9 @@ async fn idle_open(i: usize, t: Rc<Target>) -> Result<TcpStream, bool> {
     let mut frag = None;
     loop {
         let mut ok = false;
-        let pulled = pull_message(&mut rb, &mut msg, &mut frag, |op, got| ok = pl.verify(op, got, i as u64));
+        let pulled = pull_message(&mut rb, &mut msg, &mut frag, |op, got| {
+            ok = pl.verify(op, got, i as u64)
+        });
         match pulled.map_err(|_| false)? {
             Pulled::Data => return if ok { Ok(s) } else { Err(false) },
             Pulled::Control { opcode: OP_CLOSE } => return Err(false),
@@ -885,7 +938,10 @@ fn main() {
 
 /// echo and connect: warm-up, then a measured window of `-d` seconds.
 async fn run_timed(a: Rc<Args>, t: Rc<Target>, result: &mut Map<String, Value>) -> bool {
-    let sh = Rc::new(Shared { phase: Cell::new(WARMUP), stats: RefCell::new(Stats::new()) });
+    let sh = Rc::new(Shared {
+        phase: Cell::new(WARMUP),
+        stats: RefCell::new(Stats::new()),
+    });
     let mut tasks = Vec::new();
     match a.mode {
         Mode::Echo => {
@@ -900,7 +956,12 @@ async fn run_timed(a: Rc<Args>, t: Rc<Target>, result: &mut Map<String, Value>) 
                 a.url
             );
             for id in 0..a.conns {
-                tasks.push(tokio::task::spawn_local(echo_conn(id, a.clone(), t.clone(), sh.clone())));
+                tasks.push(tokio::task::spawn_local(echo_conn(
+                    id,
+                    a.clone(),
+                    t.clone(),
+                    sh.clone(),
+                )));
             }
         }
         _ => {
@@ -909,7 +970,11 @@ async fn run_timed(a: Rc<Args>, t: Rc<Target>, result: &mut Map<String, Value>) 
                 a.workers, a.duration, a.warmup, a.url
             );
             for w in 0..a.workers {
-                tasks.push(tokio::task::spawn_local(connect_worker(w, t.clone(), sh.clone())));
+                tasks.push(tokio::task::spawn_local(connect_worker(
+                    w,
+                    t.clone(),
+                    sh.clone(),
+                )));
             }
         }
     }
@@ -933,13 +998,19 @@ async fn run_timed(a: Rc<Args>, t: Rc<Target>, result: &mut Map<String, Value>) 
     let st = sh.stats.borrow();
     let secs = s1.at.duration_since(s0.at).as_secs_f64();
     let rate = st.ops as f64 / secs;
-    let per_op = |cpu: u64| if st.ops > 0 { cpu as f64 / st.ops as f64 } else { f64::NAN };
+    let per_op = |cpu: u64| {
+        if st.ops > 0 {
+            cpu as f64 / st.ops as f64
+        } else {
+            f64::NAN
+        }
+    };
     let lg_cpu = s1.self_cpu.saturating_sub(s0.self_cpu);
     let srv_cpu = match (s0.server_cpu, s1.server_cpu) {
         (Some(x), Some(y)) => Some(y.saturating_sub(x)),
         _ => None,
     };
-    let (p50, p99, p999, max) = if st.hist.len() > 0 {
+    let (p50, p99, p999, max) = if !st.hist.is_empty() {
         (
             us(st.hist.value_at_quantile(0.50)),
             us(st.hist.value_at_quantile(0.99)),
@@ -949,7 +1020,11 @@ async fn run_timed(a: Rc<Args>, t: Rc<Target>, result: &mut Map<String, Value>) 
     } else {
         (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
     };
-    let mode = if a.mode == Mode::Echo { "echo" } else { "connect" };
+    let mode = if a.mode == Mode::Echo {
+        "echo"
+    } else {
+        "connect"
+    };
     result.insert("mode".into(), json!(mode));
     result.insert("duration_s".into(), json!(secs));
     result.insert("warmup_s".into(), json!(a.warmup));
@@ -959,8 +1034,14 @@ async fn run_timed(a: Rc<Args>, t: Rc<Target>, result: &mut Map<String, Value>) 
     result.insert("protocol_errors".into(), json!(st.protocol_errors));
     result.insert("loadgen_cpu_s".into(), json!(lg_cpu as f64 / 1e6));
     result.insert("loadgen_cpu_util".into(), json!(lg_cpu as f64 / 1e6 / secs));
-    result.insert("server_cpu_s".into(), json!(srv_cpu.map(|c| c as f64 / 1e6)));
-    result.insert("server_cpu_util".into(), json!(srv_cpu.map(|c| c as f64 / 1e6 / secs)));
+    result.insert(
+        "server_cpu_s".into(),
+        json!(srv_cpu.map(|c| c as f64 / 1e6)),
+    );
+    result.insert(
+        "server_cpu_util".into(),
+        json!(srv_cpu.map(|c| c as f64 / 1e6 / secs)),
+    );
     let f = |x: f64| if x.is_finite() { json!(x) } else { Value::Null };
     if a.mode == Mode::Echo {
         let mbps = st.bytes as f64 / secs / 1e6;
@@ -977,7 +1058,10 @@ async fn run_timed(a: Rc<Args>, t: Rc<Target>, result: &mut Map<String, Value>) 
         result.insert("rtt_p999_us".into(), f(p999));
         result.insert("rtt_max_us".into(), f(max));
         result.insert("loadgen_cpu_us_per_msg".into(), f(per_op(lg_cpu)));
-        result.insert("server_cpu_us_per_msg".into(), json!(srv_cpu.map(|c| per_op(c)).filter(|x| x.is_finite())));
+        result.insert(
+            "server_cpu_us_per_msg".into(),
+            json!(srv_cpu.map(&per_op).filter(|x| x.is_finite())),
+        );
         println!(
             "  {:.0} msg/s  {:.2} MB/s (payload, one direction)  messages {}  live conns {}/{}",
             rate, mbps, st.ops, st.live_conns, a.conns
@@ -992,7 +1076,7 @@ async fn run_timed(a: Rc<Args>, t: Rc<Target>, result: &mut Map<String, Value>) 
         result.insert("loadgen_cpu_us_per_handshake".into(), f(per_op(lg_cpu)));
         result.insert(
             "server_cpu_us_per_handshake".into(),
-            json!(srv_cpu.map(|c| per_op(c)).filter(|x| x.is_finite())),
+            json!(srv_cpu.map(&per_op).filter(|x| x.is_finite())),
         );
         println!("  {:.0} handshakes/s  ({} completed)", rate, st.ops);
         println!("  cycle (connect+handshake+close) p50 {p50:.1} us  p99 {p99:.1} us");
@@ -1023,7 +1107,10 @@ async fn run_timed(a: Rc<Args>, t: Rc<Target>, result: &mut Map<String, Value>) 
 
 /// idle: open N connections, prove each alive, measure server RSS per connection.
 async fn run_idle(a: Rc<Args>, t: Rc<Target>, result: &mut Map<String, Value>) -> bool {
-    println!("idle: opening {} connections ({} at a time) -> {}", a.idle_n, a.parallel, a.url);
+    println!(
+        "idle: opening {} connections ({} at a time) -> {}",
+        a.idle_n, a.parallel, a.url
+    );
     // Let the server settle before the baseline RSS sample.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss0 = a.server_pid.and_then(proc_rss_kib);
@@ -1034,7 +1121,9 @@ async fn run_idle(a: Rc<Args>, t: Rc<Target>, result: &mut Map<String, Value>) -
     let mut next = 0usize;
     while next < a.idle_n && Instant::now() < deadline {
         let end = (next + a.parallel).min(a.idle_n);
-        let batch: Vec<_> = (next..end).map(|i| tokio::task::spawn_local(idle_open(i, t.clone()))).collect();
+        let batch: Vec<_> = (next..end)
+            .map(|i| tokio::task::spawn_local(idle_open(i, t.clone())))
+            .collect();
         for h in batch {
             match tokio::time::timeout(Duration::from_secs(10), h).await {
                 Ok(Ok(Ok(s))) => held.push(s),
@@ -1091,7 +1180,9 @@ async fn run_idle(a: Rc<Args>, t: Rc<Target>, result: &mut Map<String, Value>) -
         a.idle_n
     );
     match (rss0, rss1, per_conn) {
-        (Some(x), Some(y), Some(p)) => println!("  server RSS {x} KiB -> {y} KiB: {p:.2} KiB per connection"),
+        (Some(x), Some(y), Some(p)) => {
+            println!("  server RSS {x} KiB -> {y} KiB: {p:.2} KiB per connection")
+        }
         _ => println!("  server RSS not measured (give --server-pid)"),
     }
     n > 0 && errors == 0

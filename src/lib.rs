@@ -45,6 +45,7 @@
 #![deny(missing_docs)]
 
 mod application;
+mod client;
 mod connection;
 mod error;
 mod group;
@@ -57,11 +58,13 @@ mod router;
 mod server;
 mod settings;
 mod stream;
+pub mod testing;
 #[cfg(feature = "tls")]
 mod tls;
 mod websocket;
 
 pub use application::{shutdown_signal, Application, Handle};
+pub use client::{connect, Client, ClientError, ConnectOptions};
 pub use error::WriteError;
 pub use handler::{TrustedOrigins, WebSocketHandler};
 pub use handshake::HandshakeError;
