@@ -201,9 +201,12 @@ impl Application {
         self
     }
 
-    /// How many bytes each connection reads from the socket at a time.
-    /// Default: 4 KiB (tungstenite's own default, 128 KiB, costs that much
-    /// resident memory on every idle connection).
+    /// The size of each connection's own read buffer, which it holds for
+    /// life. Default: 2 KiB (tungstenite's default, 128 KiB, would cost that
+    /// much resident memory on every idle connection). Large messages do not
+    /// suffer from a small buffer: while the socket has a backlog, the
+    /// connection reads ahead in 64 KiB chunks into a buffer it frees as soon
+    /// as the socket runs dry.
     pub fn websocket_read_buffer_size(mut self, bytes: usize) -> Self {
         self.settings.read_buffer_size = bytes.max(16);
         self

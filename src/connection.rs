@@ -26,7 +26,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{FutureExt, Sink, Stream as _};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::WaitForCancellationFutureOwned;
@@ -36,7 +35,7 @@ use tungstenite::protocol::CloseFrame;
 
 use crate::close_code;
 use crate::stream::Stream;
-use crate::websocket::{CloseRequest, Outbound, PeerClose, Shared};
+use crate::websocket::{Outbound, PeerClose, Popped, Shared};
 use crate::{Message, Utf8Bytes, WebSocket, WebSocketHandler};
 
 /// Runs a connection from `open` to `on_close`.
@@ -128,8 +127,6 @@ const INBOX_EVENTS: usize = 32;
 /// The socket side of a connection.
 pub(crate) struct Io {
     ws: WebSocketStream<Stream>,
-    outbound: mpsc::Receiver<Outbound>,
-    close_requests: mpsc::Receiver<CloseRequest>,
     shared: Arc<Shared>,
     inbox: VecDeque<Event>,
     inbox_bytes: usize,
@@ -144,8 +141,6 @@ pub(crate) struct Io {
 
 pub(crate) struct IoParts {
     pub ws: WebSocketStream<Stream>,
-    pub outbound: mpsc::Receiver<Outbound>,
-    pub close_requests: mpsc::Receiver<CloseRequest>,
     pub shared: Arc<Shared>,
     pub shutdown: WaitForCancellationFutureOwned,
     pub settings: Arc<crate::settings::Settings>,
@@ -162,8 +157,6 @@ impl Io {
         });
         Io {
             ws: parts.ws,
-            outbound: parts.outbound,
-            close_requests: parts.close_requests,
             shared: parts.shared,
             inbox: VecDeque::new(),
             inbox_bytes: 0,
@@ -234,8 +227,8 @@ impl Io {
 
     /// Closes the socket for good once the loop is over.
     async fn finish(&mut self) {
-        self.shared.mark_closing();
-        self.outbound.close();
+        self.shared.close_queue();
+        self.shared.discard();
         let _ = self.ws.get_mut().shutdown().await;
     }
 
@@ -243,8 +236,7 @@ impl Io {
         if !matches!(self.phase, Phase::Open) {
             return;
         }
-        self.shared.mark_closing();
-        self.outbound.close();
+        self.shared.close_queue();
         self.phase = Phase::Draining {
             code,
             reason,
@@ -255,8 +247,7 @@ impl Io {
     /// Sends a close frame at once because the peer broke the protocol.
     fn fail(&mut self, code: u16, reason: &'static str, cx: &mut Context<'_>) {
         tracing::debug!(code, reason, "closing a WebSocket after a protocol error");
-        self.shared.mark_closing();
-        self.outbound.close();
+        self.shared.close_queue();
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: reason.into(),
@@ -277,8 +268,7 @@ impl Io {
 
     fn closed(&mut self) -> Poll<Option<Event>> {
         if !matches!(self.phase, Phase::Closed) {
-            self.shared.mark_closing();
-            self.outbound.close();
+            self.shared.close_queue();
             self.phase = Phase::Closed;
         }
         Poll::Ready(None)
@@ -291,6 +281,7 @@ impl Io {
         if matches!(self.phase, Phase::Closed) {
             return Poll::Ready(None);
         }
+        self.shared.register(cx.waker());
         if matches!(self.phase, Phase::Open) {
             self.poll_close_triggers(cx);
         }
@@ -363,7 +354,7 @@ impl Io {
 
     /// Close requests, server shutdown and the keep-alive timer.
     fn poll_close_triggers(&mut self, cx: &mut Context<'_>) {
-        if let Poll::Ready(Some(request)) = self.close_requests.poll_recv(cx) {
+        if let Some(request) = self.shared.take_close_request() {
             self.begin_close(request.code, request.reason);
             return;
         }
@@ -407,9 +398,8 @@ impl Io {
                 Poll::Ready(Err(_)) => return Err(()),
                 Poll::Pending => return Ok(()),
             }
-            match self.outbound.poll_recv(cx) {
-                Poll::Ready(Some(Outbound { message, permits })) => {
-                    self.shared.release(permits);
+            match self.shared.pop() {
+                Popped::Message(Outbound { message, .. }) => {
                     match Pin::new(&mut self.ws).start_send(message) {
                         Ok(()) => self.unflushed = true,
                         Err(WsError::Capacity(error)) => {
@@ -420,7 +410,7 @@ impl Io {
                         Err(_) => return Err(()),
                     }
                 }
-                Poll::Ready(None) => {
+                Popped::Finished => {
                     // The queue is closed and empty: only while draining.
                     if let Phase::Draining { code, reason, .. } = &self.phase {
                         let frame = CloseFrame {
@@ -439,7 +429,7 @@ impl Io {
                     }
                     return Ok(());
                 }
-                Poll::Pending => return Ok(()),
+                Popped::Empty => return Ok(()),
             }
         }
     }
@@ -474,8 +464,7 @@ impl Io {
                 // tungstenite has queued the echo of the close frame.
                 self.unflushed = true;
                 if matches!(self.phase, Phase::Open | Phase::Draining { .. }) {
-                    self.shared.mark_closing();
-                    self.outbound.close();
+                    self.shared.close_queue();
                     self.phase = Phase::Closing {
                         deadline: Box::pin(tokio::time::sleep(self.close_timeout)),
                     };

@@ -17,6 +17,7 @@ use tungstenite::protocol::Role;
 use crate::application::AppContext;
 use crate::connection::{self, Io, IoParts};
 use crate::http1::{log_access, text_response, write_response};
+use crate::router::BoxFuture;
 use crate::stream::Stream;
 use crate::websocket::Shared;
 use crate::{TrustedOrigins, WebSocket, WebSocketHandler};
@@ -32,9 +33,12 @@ pub(crate) struct UpgradeRequest {
     pub app: AppContext,
 }
 
-/// Runs `prepare`, checks the request, answers 101 or the refusal, and then
-/// runs the connection.
-pub(crate) async fn upgrade<H: WebSocketHandler>(mut handler: H, upgrade: UpgradeRequest) {
+/// Runs `prepare`, checks the request, answers 101 or the refusal, and
+/// returns the connection to run.
+pub(crate) async fn upgrade<H: WebSocketHandler>(
+    mut handler: H,
+    upgrade: UpgradeRequest,
+) -> Option<BoxFuture<()>> {
     let UpgradeRequest {
         mut stream,
         read_ahead,
@@ -78,7 +82,7 @@ pub(crate) async fn upgrade<H: WebSocketHandler>(mut handler: H, upgrade: Upgrad
             let head_only = request.method() == Method::HEAD;
             let _ = write_response(&mut stream, response, head_only, false).await;
             log_access(status, &request, started);
-            return;
+            return None;
         }
     };
     if stream
@@ -86,32 +90,34 @@ pub(crate) async fn upgrade<H: WebSocketHandler>(mut handler: H, upgrade: Upgrad
         .await
         .is_err()
     {
-        return;
+        return None;
     }
     log_access(StatusCode::SWITCHING_PROTOCOLS, &request, started);
 
+    // Only the bytes past the head are kept; the head buffer itself is freed
+    // here rather than held for the connection's lifetime.
+    let leftover = Vec::from(&read_ahead[..]);
+    drop(read_ahead);
     let ws = WebSocketStream::from_partially_read(
         stream,
-        read_ahead.to_vec(),
+        leftover,
         Role::Server,
         Some(settings.websocket_config()),
     )
     .await;
-    let (shared, outbound, close_requests) = Shared::new(
+    let shared = Shared::new(
         settings.max_queued_messages,
         settings.max_queued_bytes,
         settings.overflow,
     );
     let io = Io::new(IoParts {
         ws,
-        outbound,
-        close_requests,
         shared: shared.clone(),
         shutdown: app.shutdown_token().clone().cancelled_owned(),
         settings: settings.clone(),
     });
     let context = WebSocket::new(shared, request, accepted.subprotocol, app);
-    connection::run(handler, context, io).await;
+    Some(Box::pin(connection::run(handler, context, io)))
 }
 
 /// Why an upgrade request was refused, with the response each case gets.

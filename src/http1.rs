@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::application::AppContext;
 use crate::handshake::UpgradeRequest;
 use crate::request::RemoteAddr;
-use crate::router::Route;
+use crate::router::{BoxFuture, Route};
 use crate::stream::Stream;
 
 /// Most headers in one request head; more answers 431.
@@ -35,19 +35,24 @@ pub(crate) enum HeadError {
 }
 
 /// Serves one accepted connection until it closes, upgrades, or the server
-/// shuts down.
-pub(crate) async fn serve_connection(mut stream: Stream, remote: SocketAddr, app: AppContext) {
+/// shuts down. An upgraded connection is returned, to be run once this
+/// (much larger) future is gone.
+pub(crate) async fn serve_connection(
+    mut stream: Stream,
+    remote: SocketAddr,
+    app: AppContext,
+) -> Option<BoxFuture<()>> {
     let settings = app.settings();
     let mut buf = BytesMut::with_capacity(2048);
     loop {
         let head = tokio::select! {
             head = read_head(&mut stream, &mut buf, settings.max_head_size, settings.head_timeout) => head,
-            () = app.shutdown_token().cancelled() => return,
+            () = app.shutdown_token().cancelled() => return None,
         };
         let started = Instant::now();
         let mut request = match head {
             Ok(Some(request)) => request,
-            Ok(None) | Err(HeadError::Gone) => return,
+            Ok(None) | Err(HeadError::Gone) => return None,
             Err(error) => {
                 let status = match error {
                     HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -56,7 +61,7 @@ pub(crate) async fn serve_connection(mut stream: Stream, remote: SocketAddr, app
                 let response = text_response(status, status.canonical_reason().unwrap_or(""));
                 let _ = write_response(&mut stream, response, false, false).await;
                 tracing::info!(target: "squall::access", "{} - - ({}) bad request head", status.as_u16(), remote.ip());
-                return;
+                return None;
             }
         };
         request.extensions_mut().insert(RemoteAddr(remote));
@@ -65,7 +70,7 @@ pub(crate) async fn serve_connection(mut stream: Stream, remote: SocketAddr, app
         let Some((route, params)) = app.router().at(request.uri().path()) else {
             let response = text_response(StatusCode::NOT_FOUND, "Not Found");
             if !respond(&mut stream, &request, response, keep_alive, started).await {
-                return;
+                return None;
             }
             continue;
         };
@@ -94,7 +99,7 @@ pub(crate) async fn serve_connection(mut stream: Stream, remote: SocketAddr, app
                     response
                 };
                 if !respond(&mut stream, &request, response, keep_alive, started).await {
-                    return;
+                    return None;
                 }
             }
         }

@@ -16,9 +16,14 @@ use crate::WebSocketHandler;
 /// A boxed future, once per connection or page request.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// Runs the upgrade and then the connection for one WebSocket route.
+/// Runs the upgrade for one WebSocket route and returns the connection to
+/// run, or `None` if the upgrade was refused.
+///
+/// The two are separate boxes on purpose: the handshake's future is large
+/// and short-lived, the connection's is small and lives for hours, and a
+/// task holds the size of the largest future it ever awaits inline.
 pub(crate) trait Upgrade: Send + Sync + 'static {
-    fn upgrade(&self, request: UpgradeRequest) -> BoxFuture<()>;
+    fn upgrade(&self, request: UpgradeRequest) -> BoxFuture<Option<BoxFuture<()>>>;
 }
 
 /// A WebSocket route: a factory that makes a fresh handler per connection.
@@ -29,7 +34,7 @@ where
     F: Fn() -> H + Send + Sync + 'static,
     H: WebSocketHandler,
 {
-    fn upgrade(&self, request: UpgradeRequest) -> BoxFuture<()> {
+    fn upgrade(&self, request: UpgradeRequest) -> BoxFuture<Option<BoxFuture<()>>> {
         Box::pin(crate::handshake::upgrade((self.0)(), request))
     }
 }

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::application::{AppContext, Handle};
 use crate::http1;
+use crate::router::BoxFuture;
 use crate::stream::Stream;
 
 /// A bound, not yet running server. [`Application::bind`](crate::Application::bind)
@@ -59,11 +60,15 @@ impl Server {
             async move {
                 let timeout = app.settings().head_timeout;
                 match tokio::time::timeout(timeout, accept).await {
-                    Ok(Ok(tls)) => {
-                        http1::serve_connection(Stream::Tls(Box::new(tls)), remote, app).await
+                    Ok(Ok(tls)) => http1::serve_connection(Stream::tls(tls), remote, app).await,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%remote, %error, "TLS handshake failed");
+                        None
                     }
-                    Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                    Err(_) => {
+                        tracing::debug!(%remote, "TLS handshake timed out");
+                        None
+                    }
                 }
             }
         })
@@ -75,8 +80,8 @@ impl Server {
     /// Serves until [`Handle::shutdown`], then shuts down gracefully.
     pub async fn run(self) -> std::io::Result<()> {
         let app = self.app;
-        accept_loop(self.listener, &app, |tcp, remote, app| async move {
-            http1::serve_connection(Stream::Tcp(tcp), remote, app).await;
+        accept_loop(self.listener, &app, |tcp, remote, app| {
+            http1::serve_connection(Stream::tcp(tcp), remote, app)
         })
         .await;
         drain(&app).await;
@@ -89,7 +94,7 @@ impl Server {
 pub(crate) async fn accept_loop<S, Fut>(listener: TcpListener, app: &AppContext, serve: S)
 where
     S: Fn(TcpStream, SocketAddr, AppContext) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
+    Fut: std::future::Future<Output = Option<BoxFuture<()>>> + Send + 'static,
 {
     let settings = app.settings().clone();
     let limit = Arc::new(Semaphore::new(settings.max_connections));
@@ -107,9 +112,15 @@ where
                     let _ = tcp.set_nodelay(true);
                     match limit.clone().try_acquire_owned() {
                         Ok(permit) => {
-                            let connection = serve(tcp, remote, app.clone());
+                            // The HTTP phase is boxed so that its future is
+                            // freed once a WebSocket takes over: the task
+                            // itself then holds two pointers, not the
+                            // largest future it ever ran.
+                            let http = Box::pin(serve(tcp, remote, app.clone()));
                             tasks.spawn(async move {
-                                connection.await;
+                                if let Some(websocket) = http.await {
+                                    websocket.await;
+                                }
                                 drop(permit);
                             });
                         }

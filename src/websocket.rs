@@ -1,70 +1,91 @@
 //! The per-connection context handed to every handler method, and the
 //! cloneable [`WebSocketSender`] other tasks use to reach a connection.
 //!
-//! Neither touches the socket: writes go into the connection's bounded send
-//! queue, which the connection task (see `connection.rs`) drains into the
-//! socket, combining writes. The queue is bounded twice, by message count (the
-//! channel's capacity) and by bytes (a semaphore whose permits travel with
-//! each queued message and return when the message reaches the socket).
+//! Neither touches the socket: writes go into the connection's send queue,
+//! which the connection task (see `connection.rs`) drains into the socket,
+//! combining writes. The queue is bounded twice, by messages and by bytes:
+//! two semaphores whose permits a writer takes before pushing and the
+//! connection gives back as each message reaches the socket. A waiting writer
+//! (`write_message`) waits on them; a non-waiting one (`send`) fails with
+//! [`WriteError::QueueFull`] instead.
+//!
+//! The queue itself is a `VecDeque` under a mutex that is only ever held for a
+//! push or a pop, plus the connection task's waker: it allocates nothing
+//! until used, which keeps an idle connection small.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Semaphore, TryAcquireError};
+use futures_util::task::AtomicWaker;
+use tokio::sync::{Semaphore, TryAcquireError};
 
 use crate::request::RequestExt;
 use crate::settings::OverflowPolicy;
 use crate::{Message, Utf8Bytes, WriteError};
 
-/// One queued write and the byte permits it holds.
+/// One queued write and the byte permits it holds (plus one message permit).
 pub(crate) struct Outbound {
     pub message: tungstenite::Message,
     pub permits: u32,
 }
 
-/// A request to close, sent on a side channel so that it never waits behind a
-/// full queue.
+/// A request to close. It never waits behind a full queue: it is kept beside
+/// the queue, and the connection writes it after what is queued.
 pub(crate) struct CloseRequest {
     pub code: u16,
     pub reason: Utf8Bytes,
 }
 
+/// What the connection finds when it looks at its queue.
+pub(crate) enum Popped {
+    Message(Outbound),
+    Empty,
+    /// Closed to writers and empty.
+    Finished,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Outbound>,
+    close_request: Option<CloseRequest>,
+    closed: bool,
+}
+
 /// State shared by a connection task and every handle to it.
 pub(crate) struct Shared {
-    queue: mpsc::Sender<Outbound>,
-    queue_bytes: Semaphore,
+    queue: Mutex<Queue>,
+    /// Wakes the connection task on a push or a close request.
+    task: AtomicWaker,
+    room_messages: Semaphore,
+    room_bytes: Semaphore,
     max_permits: u32,
-    close_requests: mpsc::Sender<CloseRequest>,
     closing: AtomicBool,
+    close_requested: AtomicBool,
     overflow: OverflowPolicy,
 }
 
 impl Shared {
-    /// The shared state and the receiving ends the connection task keeps.
-    pub fn new(
-        max_messages: usize,
-        max_bytes: usize,
-        overflow: OverflowPolicy,
-    ) -> (
-        Arc<Self>,
-        mpsc::Receiver<Outbound>,
-        mpsc::Receiver<CloseRequest>,
-    ) {
-        let (queue, outbound) = mpsc::channel(max_messages.max(1));
-        let (close_requests, close_rx) = mpsc::channel(1);
+    pub fn new(max_messages: usize, max_bytes: usize, overflow: OverflowPolicy) -> Arc<Self> {
         let max_permits = max_bytes.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
-        let shared = Arc::new(Shared {
-            queue,
-            queue_bytes: Semaphore::new(max_permits),
+        Arc::new(Shared {
+            queue: Mutex::default(),
+            task: AtomicWaker::new(),
+            room_messages: Semaphore::new(max_messages.clamp(1, Semaphore::MAX_PERMITS)),
+            room_bytes: Semaphore::new(max_permits),
             max_permits: max_permits as u32,
-            close_requests,
             closing: AtomicBool::new(false),
+            close_requested: AtomicBool::new(false),
             overflow,
-        });
-        (shared, outbound, close_rx)
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Nothing panics while holding the lock; recover the data if it ever did.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn permits_for(&self, message: &tungstenite::Message) -> u32 {
@@ -73,22 +94,65 @@ impl Shared {
         (message.len().min(u32::MAX as usize) as u32).min(self.max_permits)
     }
 
-    /// Returns queue permits once a message has left the queue.
-    pub fn release(&self, permits: u32) {
-        if permits > 0 {
-            self.queue_bytes.add_permits(permits as usize);
+    /// The connection task registers its waker before looking at the queue.
+    pub fn register(&self, waker: &std::task::Waker) {
+        self.task.register(waker);
+    }
+
+    /// The next queued message; its permits go back to writers at once.
+    pub fn pop(&self) -> Popped {
+        let mut queue = self.lock();
+        match queue.items.pop_front() {
+            Some(outbound) => {
+                drop(queue);
+                self.room_messages.add_permits(1);
+                if outbound.permits > 0 {
+                    self.room_bytes.add_permits(outbound.permits as usize);
+                }
+                Popped::Message(outbound)
+            }
+            None if queue.closed => Popped::Finished,
+            None => Popped::Empty,
         }
     }
 
-    /// Marks the connection closing: every later write is refused and every
-    /// waiting writer wakes with [`WriteError::Closed`].
-    pub fn mark_closing(&self) {
+    /// A pending close request, if one was made.
+    pub fn take_close_request(&self) -> Option<CloseRequest> {
+        if !self.close_requested.load(Ordering::Acquire) {
+            return None;
+        }
+        self.lock().close_request.take()
+    }
+
+    /// Closes the queue to writers: every later write, and every writer
+    /// waiting for room, gets [`WriteError::Closed`]. What is queued stays
+    /// for the connection to drain.
+    pub fn close_queue(&self) {
         self.closing.store(true, Ordering::Release);
-        self.queue_bytes.close();
+        self.lock().closed = true;
+        self.room_messages.close();
+        self.room_bytes.close();
+    }
+
+    /// Drops whatever is still queued (the connection is gone).
+    pub fn discard(&self) {
+        let items = std::mem::take(&mut self.lock().items);
+        drop(items);
     }
 
     fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
+    }
+
+    fn push(&self, message: tungstenite::Message, permits: u32) -> Result<(), WriteError> {
+        let mut queue = self.lock();
+        if queue.closed {
+            return Err(WriteError::Closed);
+        }
+        queue.items.push_back(Outbound { message, permits });
+        drop(queue);
+        self.task.wake();
+        Ok(())
     }
 
     async fn enqueue(&self, message: tungstenite::Message) -> Result<(), WriteError> {
@@ -96,17 +160,20 @@ impl Shared {
             return Err(WriteError::Closed);
         }
         let permits = self.permits_for(&message);
+        let slot = self
+            .room_messages
+            .acquire()
+            .await
+            .map_err(|_| WriteError::Closed)?;
         if permits > 0 {
-            self.queue_bytes
+            self.room_bytes
                 .acquire_many(permits)
                 .await
                 .map_err(|_| WriteError::Closed)?
                 .forget();
         }
-        self.queue
-            .send(Outbound { message, permits })
-            .await
-            .map_err(|_| WriteError::Closed)
+        slot.forget();
+        self.push(message, permits)
     }
 
     fn try_enqueue(&self, message: tungstenite::Message) -> Result<(), WriteError> {
@@ -114,21 +181,20 @@ impl Shared {
             return Err(WriteError::Closed);
         }
         let permits = self.permits_for(&message);
+        let slot = match self.room_messages.try_acquire() {
+            Ok(slot) => slot,
+            Err(TryAcquireError::Closed) => return Err(WriteError::Closed),
+            Err(TryAcquireError::NoPermits) => return Err(self.overflowed()),
+        };
         if permits > 0 {
-            match self.queue_bytes.try_acquire_many(permits) {
-                Ok(permit) => permit.forget(),
+            match self.room_bytes.try_acquire_many(permits) {
+                Ok(bytes) => bytes.forget(),
                 Err(TryAcquireError::Closed) => return Err(WriteError::Closed),
                 Err(TryAcquireError::NoPermits) => return Err(self.overflowed()),
             }
         }
-        match self.queue.try_send(Outbound { message, permits }) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.release(permits);
-                Err(self.overflowed())
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(WriteError::Closed),
-        }
+        slot.forget();
+        self.push(message, permits)
     }
 
     fn overflowed(&self) -> WriteError {
@@ -140,8 +206,15 @@ impl Shared {
     }
 
     fn request_close(&self, code: u16, reason: Utf8Bytes) {
-        // Capacity one: if a close is already pending, the first one wins.
-        let _ = self.close_requests.try_send(CloseRequest { code, reason });
+        let mut queue = self.lock();
+        if queue.closed || queue.close_request.is_some() {
+            // The first close asked for wins.
+            return;
+        }
+        queue.close_request = Some(CloseRequest { code, reason });
+        drop(queue);
+        self.close_requested.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 
