@@ -368,10 +368,24 @@ async fn message_over_max_message_size_closes_1009() {
     assert_closed_with(&mut client, 1009).await;
 }
 
+#[tokio::test]
+async fn fragmented_message_over_max_message_size_closes_1009() {
+    // Each fragment is within the limit; the message is not.
+    let mut bytes = frame(0x01, &[b'a'; 512], true);
+    bytes.extend(frame(0x00, &[b'a'; 512], true));
+    bytes.extend(frame(0x80, &[b'a'; 512], true));
+    let code = close_code_with(|app| app.websocket_max_message_size(1024), &bytes).await;
+    assert_eq!(code, 1009);
+}
+
 /// Sends `bytes` on a freshly upgraded raw connection and returns the close
 /// code the server answers with; the server then drops the connection.
 async fn close_code_for(bytes: &[u8]) -> u16 {
-    let h = Harness::start().await;
+    close_code_with(|app| app, bytes).await
+}
+
+async fn close_code_with(settings: impl FnOnce(Application) -> Application, bytes: &[u8]) -> u16 {
+    let h = Harness::start_with(settings).await;
     let mut raw = raw_websocket(h.server.addr(), "/ws").await;
     raw.write_all(bytes).await.unwrap();
     let (code, _reason) = read_close(&mut raw).await;
