@@ -10,10 +10,13 @@ mod common;
 
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
+
 use common::{raw_websocket, read_close, read_frame, read_to_eof};
 use squall::testing::{assert_closed_with, next_text, within, TestServer};
 use squall::{Application, Message, WebSocket, WebSocketHandler};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// Echoes, panics on "panic" (or in `open` if told to), and reports `open`
 /// and `on_close` with the request path and the peer's close code.
@@ -39,6 +42,10 @@ impl WebSocketHandler for Life {
             panic!("on_message failed on purpose");
         }
         ws.write_message(msg).await.ok();
+    }
+
+    async fn on_pong(&mut self, ws: &WebSocket, _data: squall::Bytes) {
+        self.events.send(format!("pong {}", path(ws))).ok();
     }
 
     async fn on_close(&mut self, ws: &WebSocket) {
@@ -141,9 +148,8 @@ async fn ping_timeout_closes_the_connection_and_runs_on_close_once() {
     let mut raw = raw_websocket(server.addr(), "/ws").await;
     assert_eq!(next_event(&mut events).await, "open /ws");
 
-    let (first, payload) = read_frame(&mut raw).await;
+    let (first, _payload) = read_frame(&mut raw).await;
     assert_eq!(first, 0x89, "a final ping frame");
-    assert!(payload.is_empty());
     let (code, _reason) = read_close(&mut raw).await;
     assert_eq!(code, 1001);
     read_to_eof(&mut raw).await;
@@ -153,6 +159,36 @@ async fn ping_timeout_closes_the_connection_and_runs_on_close_once() {
         shutdown_and_collect(server, events).await,
         Vec::<String>::new()
     );
+}
+
+#[tokio::test]
+async fn answered_pings_keep_the_connection_open() {
+    let (server, mut events) =
+        start_with(|app| app.websocket_ping_interval(Duration::from_millis(20))).await;
+    let (mut ws, _) = within(
+        "connect",
+        tokio_tungstenite::connect_async(server.url("/ws")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_event(&mut events).await, "open /ws");
+
+    // Answer five keep-alive pings: many ping timeouts go by, none closes.
+    for _ in 0..5 {
+        match within("a keep-alive ping", ws.next()).await {
+            Some(Ok(WsMessage::Ping(_))) => ws.flush().await.unwrap(),
+            other => panic!("expected a ping, got {other:?}"),
+        }
+        assert_eq!(next_event(&mut events).await, "pong /ws");
+    }
+    ws.send(WsMessage::text("still open")).await.unwrap();
+    loop {
+        match within("the echo", ws.next()).await {
+            Some(Ok(WsMessage::Ping(_))) => continue,
+            Some(Ok(WsMessage::Text(text))) => break assert_eq!(text.as_str(), "still open"),
+            other => panic!("expected the echo, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
@@ -169,6 +205,22 @@ async fn server_shutdown_closes_1001_runs_on_close_and_completes() {
     within("the client", reader).await.unwrap();
     // The client echoed the server's 1001.
     assert_eq!(rest, ["close /ws Some(1001)"]);
+}
+
+#[tokio::test]
+async fn server_shutdown_completes_when_a_client_never_answers_the_close() {
+    let (server, mut events) =
+        start_with(|app| app.websocket_close_timeout(Duration::from_millis(200))).await;
+    let mut raw = raw_websocket(server.addr(), "/ws").await;
+    assert_eq!(next_event(&mut events).await, "open /ws");
+
+    let handle = server.handle().clone();
+    let stopping = tokio::spawn(shutdown_and_collect(server, events));
+    // The close frame arrives; the client never answers it.
+    assert_eq!(read_close(&mut raw).await.0, 1001);
+    let rest = within("the shutdown", stopping).await.unwrap();
+    assert!(handle.is_shutting_down());
+    assert_eq!(rest, ["close /ws None"]);
 }
 
 #[tokio::test]
