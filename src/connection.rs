@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, Sink, Stream as _};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::WaitForCancellationFutureOwned;
@@ -101,9 +101,19 @@ enum Phase {
     Closing {
         deadline: Pin<Box<Sleep>>,
     },
-    /// The peer broke the protocol: our close frame is flushed, then the
-    /// socket is dropped without reading more.
+    /// The peer broke the protocol: our close frame is being flushed; the
+    /// rest of what the peer sends is not parsed any more.
     Failing {
+        deadline: Pin<Box<Sleep>>,
+    },
+    /// Our close frame is out after a protocol error: the write side is shut
+    /// down and whatever the peer still sends is read and discarded until it
+    /// closes (a lingering close, under the same deadline). Dropping the
+    /// socket with unread input would reset the connection, and a reset can
+    /// destroy the close frame before the peer reads it (a peer still
+    /// writing an oversized message would then see 1006, not 1009).
+    Lingering {
+        shut_down: bool,
         deadline: Pin<Box<Sleep>>,
     },
     Closed,
@@ -297,7 +307,7 @@ impl Io {
         let reading = match self.phase {
             Phase::Open => read,
             Phase::Draining { .. } | Phase::Closing { .. } => true,
-            Phase::Failing { .. } | Phase::Closed => false,
+            Phase::Failing { .. } | Phase::Lingering { .. } | Phase::Closed => false,
         };
         if reading {
             match Pin::new(&mut self.ws).poll_next(cx) {
@@ -327,12 +337,20 @@ impl Io {
         }
 
         // No more input is ready (or reading is paused): now write.
-        if self.unflushed || !matches!(self.phase, Phase::Open) {
+        if self.unflushed || !matches!(self.phase, Phase::Open | Phase::Lingering { .. }) {
             match Pin::new(&mut self.ws).poll_flush(cx) {
                 Poll::Ready(Ok(())) => {
                     self.unflushed = false;
                     if matches!(self.phase, Phase::Failing { .. }) {
-                        return self.closed();
+                        let Phase::Failing { deadline } =
+                            std::mem::replace(&mut self.phase, Phase::Closed)
+                        else {
+                            unreachable!()
+                        };
+                        self.phase = Phase::Lingering {
+                            shut_down: false,
+                            deadline,
+                        };
                     }
                 }
                 Poll::Ready(Err(_)) => return self.closed(),
@@ -340,9 +358,16 @@ impl Io {
             }
         }
 
+        if let Phase::Lingering { shut_down, .. } = &mut self.phase {
+            if self.ws.get_mut().poll_linger(cx, shut_down).is_ready() {
+                return self.closed();
+            }
+        }
+
         if let Phase::Draining { deadline, .. }
         | Phase::Closing { deadline }
-        | Phase::Failing { deadline } = &mut self.phase
+        | Phase::Failing { deadline }
+        | Phase::Lingering { deadline, .. } = &mut self.phase
         {
             if deadline.as_mut().poll(cx).is_ready() {
                 tracing::debug!("close handshake timed out: dropping the connection");
@@ -487,5 +512,32 @@ fn close_for(error: &WsError) -> Option<(u16, &'static str)> {
         WsError::Utf8(_) => Some((close_code::INVALID_PAYLOAD, "invalid UTF-8")),
         WsError::Capacity(_) => Some((close_code::TOO_BIG, "message too big")),
         _ => None,
+    }
+}
+
+impl Stream {
+    /// A lingering close: shuts the write side down (once), then reads and
+    /// discards input. Ready when the peer has closed its side (or the
+    /// socket failed).
+    fn poll_linger(&mut self, cx: &mut Context<'_>, shut_down: &mut bool) -> Poll<()> {
+        if !*shut_down {
+            match Pin::new(&mut *self).poll_shutdown(cx) {
+                Poll::Ready(_) => *shut_down = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let mut scratch = [0u8; 8192];
+        // Bounded, so that a peer that never stops sending cannot hold the
+        // task here; it is woken again to go on.
+        for _ in 0..64 {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut *self).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
+                Poll::Ready(_) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }

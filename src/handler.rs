@@ -21,6 +21,17 @@ impl TrustedOrigins {
     }
 }
 
+/// The value [`WebSocketHandler::prepare`] settled on as the connection's
+/// user (or session, or any other typed value), stored in the upgrade
+/// request's extensions and read back with
+/// [`WebSocket::current_user`](crate::WebSocket::current_user).
+///
+/// `prepare` inserts it: `request.extensions_mut().insert(CurrentUser(user))`.
+/// One value per type `T`; a second insert of the same type replaces the
+/// first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CurrentUser<T>(pub T);
+
 /// A WebSocket endpoint: Tornado's `WebSocketHandler`.
 ///
 /// A fresh value is made for every connection by the factory given to
@@ -56,17 +67,74 @@ pub trait WebSocketHandler: Send + 'static {
     /// (Tornado's `prepare`).
     ///
     /// Return `Err(response)` to refuse the upgrade with any HTTP response
-    /// (a 401 with `WWW-Authenticate`, a 403, a redirect to a login page…).
-    /// It may await (a token or database lookup) without holding up other
-    /// connections; it is bounded by
+    /// (a 401 with `WWW-Authenticate`, a 403, a redirect to a login page…);
+    /// its status, headers and body are sent as given, with
+    /// `Connection: close`, and the handler is dropped without `open` or
+    /// `on_close`. It may await (a token or database lookup) without holding
+    /// up other connections; it is bounded by
     /// [`Application::prepare_timeout`](crate::Application::prepare_timeout),
-    /// past which the client gets 503. What it learns (the authenticated
-    /// user, say) is kept in `self` for the connection's lifetime.
+    /// past which the client gets 503. A panic here answers 500.
+    ///
+    /// What it learns (the authenticated user, say) can be kept in two ways:
+    ///
+    /// - in `self`, since the handler serves this one connection: the plain
+    ///   Rust way, readable in every later method;
+    /// - as a [`CurrentUser`] in the request's extensions, which
+    ///   [`WebSocket::current_user`](crate::WebSocket::current_user) reads
+    ///   back, typed (Tornado's `current_user`).
+    ///
+    /// ```
+    /// use squall::http::{header, Request, Response, StatusCode};
+    /// use squall::{Bytes, CurrentUser, Message, RequestExt, WebSocket, WebSocketHandler};
+    ///
+    /// #[derive(Clone)]
+    /// struct User {
+    ///     name: String,
+    /// }
+    ///
+    /// #[derive(Default)]
+    /// struct Chat {
+    ///     user: Option<User>,
+    /// }
+    ///
+    /// impl WebSocketHandler for Chat {
+    ///     async fn prepare(&mut self, request: &mut Request<()>) -> Result<(), Response<Bytes>> {
+    ///         // A real server would await a token or session lookup here.
+    ///         let user = match request.query_argument("token").as_deref() {
+    ///             Some("s3cret") => User { name: "ada".into() },
+    ///             _ => {
+    ///                 let refusal = Response::builder()
+    ///                     .status(StatusCode::UNAUTHORIZED)
+    ///                     .header(header::WWW_AUTHENTICATE, "Bearer")
+    ///                     .body(Bytes::from_static(b"token required"))
+    ///                     .unwrap();
+    ///                 return Err(refusal);
+    ///             }
+    ///         };
+    ///         // Either keep it in `self`…
+    ///         self.user = Some(user.clone());
+    ///         // …or hand it to the connection, for `ws.current_user()`.
+    ///         request.extensions_mut().insert(CurrentUser(user));
+    ///         Ok(())
+    ///     }
+    ///
+    ///     async fn open(&mut self, ws: &WebSocket) {
+    ///         let from_self = self.user.as_ref().map(|u| u.name.as_str());
+    ///         let from_ws = ws.current_user::<User>().map(|u| u.name.as_str());
+    ///         assert_eq!(from_self, from_ws);
+    ///         ws.write_message(format!("hello, {}", from_ws.unwrap_or("?"))).await.ok();
+    ///     }
+    ///
+    ///     async fn on_message(&mut self, ws: &WebSocket, msg: Message) {
+    ///         ws.write_message(msg).await.ok();
+    ///     }
+    /// }
+    /// ```
     ///
     /// The default accepts every request.
     fn prepare(
         &mut self,
-        request: &http::Request<()>,
+        request: &mut http::Request<()>,
     ) -> impl Future<Output = Result<(), http::Response<Bytes>>> + Send {
         let _ = request;
         async { Ok(()) }

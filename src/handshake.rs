@@ -53,7 +53,7 @@ pub(crate) async fn upgrade<H: WebSocketHandler>(
 
     let prepared = tokio::time::timeout(
         settings.prepare_timeout,
-        AssertUnwindSafe(handler.prepare(&request)).catch_unwind(),
+        AssertUnwindSafe(handler.prepare(&mut request)).catch_unwind(),
     )
     .await;
     let refusal = match prepared {

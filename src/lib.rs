@@ -66,7 +66,7 @@ mod websocket;
 pub use application::{shutdown_signal, Application, Handle};
 pub use client::{connect, Client, ClientError, ConnectOptions};
 pub use error::WriteError;
-pub use handler::{TrustedOrigins, WebSocketHandler};
+pub use handler::{CurrentUser, TrustedOrigins, WebSocketHandler};
 pub use handshake::HandshakeError;
 pub use message::{close_code, Message, Utf8Bytes};
 pub use request::{PathParams, RemoteAddr, RequestExt};

@@ -389,6 +389,27 @@ impl WebSocket {
         &self.request
     }
 
+    /// The user [`prepare`](crate::WebSocketHandler::prepare) stored as a
+    /// [`CurrentUser<T>`](crate::CurrentUser) in the upgrade request's
+    /// extensions (Tornado's `current_user`); `None` if it stored none of
+    /// type `T`.
+    ///
+    /// ```
+    /// # use squall::{CurrentUser, WebSocket};
+    /// # #[derive(Clone)] struct User { name: String }
+    /// # fn demo(ws: &WebSocket) {
+    /// if let Some(user) = ws.current_user::<User>() {
+    ///     println!("hello, {}", user.name);
+    /// }
+    /// # }
+    /// ```
+    pub fn current_user<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.request
+            .extensions()
+            .get::<crate::CurrentUser<T>>()
+            .map(|user| &user.0)
+    }
+
     /// The path parameter `name` (`/chat/{room}` → `room`).
     pub fn path_param(&self, name: &str) -> Option<&str> {
         self.request.path_param(name)

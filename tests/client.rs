@@ -1,0 +1,222 @@
+//! `squall::connect` against a server that is not squall: one written
+//! directly on tokio-tungstenite in each test.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use futures_util::{SinkExt, StreamExt};
+use squall::testing::{assert_closed_with, next_message, next_text, within};
+use squall::{ConnectOptions, Message};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::handshake::server::{
+    Request as HsRequest, Response as HsResponse,
+};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message as TtMessage;
+use tokio_tungstenite::WebSocketStream;
+
+/// Serves one connection with `serve`, on a plain tokio-tungstenite server.
+async fn foreign_server<F, Fut>(serve: F) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: FnOnce(WebSocketStream<TcpStream>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        serve(ws).await;
+    });
+    (addr, task)
+}
+
+/// Echoes data messages until the client closes.
+async fn echo(mut ws: WebSocketStream<TcpStream>) {
+    while let Some(Ok(message)) = ws.next().await {
+        if message.is_text() || message.is_binary() {
+            ws.send(message).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn echo_with_a_tokio_tungstenite_server() {
+    let (addr, server) = foreign_server(echo).await;
+    let mut client = squall::connect(&format!("ws://{addr}/")).await.unwrap();
+
+    client.send("hello world").await.unwrap();
+    assert_eq!(next_text(&mut client).await, "hello world");
+    client.send(vec![0u8, 1, 2, 255]).await.unwrap();
+    match next_message(&mut client).await {
+        Message::Binary(data) => assert_eq!(&data[..], &[0, 1, 2, 255]),
+        other => panic!("expected binary, got {other:?}"),
+    }
+    client
+        .send(Message::json(&serde_json::json!({"n": 1})).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut client).await, r#"{"n":1}"#);
+
+    client.close(1000, "bye").await;
+    assert!(client.is_closed());
+    within("the server", server).await.unwrap();
+}
+
+#[tokio::test]
+async fn server_ping_is_answered_while_the_client_reads() {
+    let (addr, server) = foreign_server(|mut ws| async move {
+        ws.send(TtMessage::Ping("are you there".into()))
+            .await
+            .unwrap();
+        loop {
+            match ws.next().await {
+                Some(Ok(TtMessage::Pong(data))) => {
+                    assert_eq!(&data[..], b"are you there");
+                    break;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("no pong: {other:?}"),
+            }
+        }
+        ws.send(TtMessage::text("got your pong")).await.unwrap();
+        echo(ws).await;
+    })
+    .await;
+    let mut client = squall::connect(&format!("ws://{addr}/")).await.unwrap();
+    // The client only reads: the pong goes out underneath.
+    assert_eq!(next_text(&mut client).await, "got your pong");
+    client.close(1000, "").await;
+    within("the server", server).await.unwrap();
+}
+
+#[tokio::test]
+async fn server_close_code_and_reason_are_exposed() {
+    let (addr, server) = foreign_server(|mut ws| async move {
+        ws.send(TtMessage::text("before the close")).await.unwrap();
+        ws.close(Some(CloseFrame {
+            code: CloseCode::from(4001),
+            reason: "reason".into(),
+        }))
+        .await
+        .unwrap();
+        // Wait for the client's answer to the close.
+        while ws.next().await.is_some() {}
+    })
+    .await;
+    let mut client = squall::connect(&format!("ws://{addr}/")).await.unwrap();
+    assert!(!client.is_closed());
+    assert_eq!(next_text(&mut client).await, "before the close");
+    assert_closed_with(&mut client, 4001).await;
+    assert_eq!(client.close_reason(), Some("reason"));
+    assert!(client.is_closed());
+    assert!(client.send("late").await.is_err());
+    within("the server", server).await.unwrap();
+}
+
+#[tokio::test]
+async fn client_max_message_size_refuses_a_larger_message() {
+    let (addr, server) = foreign_server(|mut ws| async move {
+        ws.send(TtMessage::binary(vec![7u8; 1024])).await.unwrap();
+        ws.send(TtMessage::binary(vec![7u8; 1025])).await.unwrap();
+        ws.send(TtMessage::text("never seen")).await.ok();
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    let mut client = ConnectOptions::new()
+        .max_message_size(1024)
+        .connect(&format!("ws://{addr}/"))
+        .await
+        .unwrap();
+    match next_message(&mut client).await {
+        Message::Binary(data) => assert_eq!(data.len(), 1024),
+        other => panic!("expected binary, got {other:?}"),
+    }
+    // The message one byte over the limit ends the connection.
+    assert!(within("the refusal", client.recv()).await.is_none());
+    assert!(client.is_closed());
+    drop(client);
+    within("the server", server).await.unwrap();
+}
+
+// The handshake callback's error type is tungstenite's, not ours.
+#[allow(clippy::result_large_err)]
+#[tokio::test]
+async fn headers_and_subprotocols_reach_the_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, seen_rx) = oneshot::channel();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let callback = |request: &HsRequest, mut response: HsResponse| {
+            let header = |name: &str| {
+                request
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let offered = header("sec-websocket-protocol");
+            seen_tx
+                .send((header("authorization"), header("cookie"), offered))
+                .unwrap();
+            response
+                .headers_mut()
+                .insert("sec-websocket-protocol", "chat.v2".parse().unwrap());
+            Ok(response)
+        };
+        let ws = tokio_tungstenite::accept_hdr_async(tcp, callback)
+            .await
+            .unwrap();
+        echo(ws).await;
+    });
+
+    let mut client = ConnectOptions::new()
+        .header("Authorization", "Bearer s3cret")
+        .header("Cookie", "token=s3cret")
+        .subprotocol("chat.v1")
+        .subprotocol("chat.v2")
+        .connect(&format!("ws://{addr}/chat"))
+        .await
+        .unwrap();
+    let (authorization, cookie, offered) = within("the server's view", seen_rx).await.unwrap();
+    assert_eq!(authorization.as_deref(), Some("Bearer s3cret"));
+    assert_eq!(cookie.as_deref(), Some("token=s3cret"));
+    assert_eq!(offered.as_deref(), Some("chat.v1, chat.v2"));
+    assert_eq!(client.selected_subprotocol(), Some("chat.v2"));
+
+    client.send("over chat.v2").await.unwrap();
+    assert_eq!(next_text(&mut client).await, "over chat.v2");
+    client.close(1000, "").await;
+    within("the server", server).await.unwrap();
+}
+
+#[tokio::test]
+async fn refused_upgrade_reports_the_status() {
+    // A foreign HTTP server that answers every upgrade with 401.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            head.extend_from_slice(&buf[..n]);
+        }
+        tcp.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    });
+    let error = squall::connect(&format!("ws://{addr}/"))
+        .await
+        .expect_err("refused");
+    assert_eq!(error.status(), Some(squall::http::StatusCode::UNAUTHORIZED));
+    within("the server", server).await.unwrap();
+}
