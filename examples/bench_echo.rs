@@ -3,7 +3,7 @@
 //! settings otherwise.
 //!
 //! ```text
-//! cargo run --release --example bench_echo -- 127.0.0.1:9001
+//! cargo run --release --example bench_echo -- 127.0.0.1:9001 [--max-message-size BYTES]
 //! ```
 //!
 //! One tokio thread, as the benchmark pins the server to one core.
@@ -19,16 +19,22 @@ impl WebSocketHandler for Echo {
 }
 
 fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9001".to_owned());
+    let mut args = std::env::args().skip(1);
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:9001".to_owned());
+    let mut app = Application::new()
+        .websocket("/", || Echo)
+        .websocket("/{*path}", || Echo);
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next().and_then(|v| v.parse().ok())) {
+            ("--max-message-size", Some(bytes)) => app = app.websocket_max_message_size(bytes),
+            _ => {
+                eprintln!("usage: bench_echo HOST:PORT [--max-message-size BYTES]");
+                std::process::exit(2);
+            }
+        }
+    }
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(
-            Application::new()
-                .websocket("/", || Echo)
-                .websocket("/{*path}", || Echo)
-                .listen(addr),
-        )
+        .block_on(app.listen(addr))
 }
