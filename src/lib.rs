@@ -45,6 +45,7 @@
 #![deny(missing_docs)]
 
 mod application;
+mod broker;
 mod connection;
 mod error;
 mod group;
@@ -62,6 +63,7 @@ mod tls;
 mod websocket;
 
 pub use application::{shutdown_signal, Application, Handle};
+pub use broker::{Broker, Delivery};
 pub use error::WriteError;
 pub use handler::{TrustedOrigins, WebSocketHandler};
 pub use handshake::HandshakeError;

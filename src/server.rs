@@ -53,6 +53,7 @@ impl Server {
     #[cfg(feature = "tls")]
     pub async fn run_tls(self, config: crate::TlsConfig) -> std::io::Result<()> {
         let app = self.app;
+        app.start_broker();
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         accept_loop(self.listener, &app, |tcp, remote, app| {
             let accept = acceptor.accept(tcp);
@@ -75,6 +76,7 @@ impl Server {
     /// Serves until [`Handle::shutdown`], then shuts down gracefully.
     pub async fn run(self) -> std::io::Result<()> {
         let app = self.app;
+        app.start_broker();
         accept_loop(self.listener, &app, |tcp, remote, app| async move {
             http1::serve_connection(Stream::Tcp(tcp), remote, app).await;
         })
