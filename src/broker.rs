@@ -19,7 +19,7 @@ use crate::group::Groups;
 use crate::Message;
 
 /// A publish/subscribe backend that carries broadcasts between server
-/// processes, such as [`RedisBroker`](crate::RedisBroker) (feature `redis`).
+/// processes, such as `RedisBroker` (feature `redis`).
 ///
 /// The application calls [`start`](Self::start) once, from inside the tokio
 /// runtime, when its server starts running, and [`publish`](Self::publish) on

@@ -53,6 +53,8 @@ mod handler;
 mod handshake;
 mod http1;
 mod message;
+#[cfg(feature = "redis")]
+mod redis_broker;
 mod request;
 mod router;
 mod server;
@@ -68,6 +70,8 @@ pub use error::WriteError;
 pub use handler::{TrustedOrigins, WebSocketHandler};
 pub use handshake::HandshakeError;
 pub use message::{close_code, Message, Utf8Bytes};
+#[cfg(feature = "redis")]
+pub use redis_broker::RedisBroker;
 pub use request::{PathParams, RemoteAddr, RequestExt};
 pub use server::Server;
 pub use settings::OverflowPolicy;
