@@ -17,7 +17,7 @@
 //! publish queue (beyond its capacity they are dropped and counted) and are
 //! published when Redis is back, so other processes may get them late, or
 //! not at all if their own subscription is not back yet: pub/sub keeps no
-//! history. The message in flight when a connection fails is dropped.
+//! history. The messages in flight when a connection fails are dropped.
 
 use std::fmt::Display;
 use std::hash::{BuildHasher, Hasher};
@@ -50,6 +50,8 @@ const ID_LEN: usize = 8;
 const HEADER_LEN: usize = ID_LEN + 1;
 
 const DEFAULT_QUEUE: usize = 4096;
+/// The most messages published in one round trip.
+const MAX_BATCH: u64 = 256;
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const BACKOFF_CAP: Duration = Duration::from_secs(2);
 /// Bound on connecting, subscribing, or one `PUBLISH` answer.
@@ -224,20 +226,37 @@ async fn publish_loop(
                 return;
             }
         };
-        let mut command = redis::cmd("PUBLISH");
-        command.arg(&outgoing.channel).arg(&outgoing.payload);
-        let publish = command.query_async::<i64>(&mut conn);
+        // Everything queued meanwhile goes in the same round trip (a
+        // pipeline), so a busy process does not pay one round trip per
+        // broadcast.
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("PUBLISH")
+            .arg(&outgoing.channel)
+            .arg(&outgoing.payload)
+            .ignore();
+        let mut batch = 1u64;
+        while batch < MAX_BATCH {
+            let Ok(more) = pending.try_recv() else { break };
+            pipeline
+                .cmd("PUBLISH")
+                .arg(&more.channel)
+                .arg(&more.payload)
+                .ignore();
+            batch += 1;
+        }
+        let publish = pipeline.query_async::<()>(&mut conn);
         match tokio::time::timeout(IO_TIMEOUT, publish).await {
-            Ok(Ok(_receivers)) => {
+            Ok(Ok(())) => {
                 backoff.reset();
                 connection = Some(conn);
             }
             Ok(Err(error)) => {
-                inner.dropped.fetch_add(1, Ordering::Relaxed);
+                inner.dropped.fetch_add(batch, Ordering::Relaxed);
                 inner.health.down(PUBLISHER, &error);
             }
             Err(_) => {
-                inner.dropped.fetch_add(1, Ordering::Relaxed);
+                inner.dropped.fetch_add(batch, Ordering::Relaxed);
                 inner.health.down(PUBLISHER, &"PUBLISH timed out");
             }
         }
