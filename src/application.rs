@@ -1,13 +1,15 @@
 //! The [`Application`]: routes, settings, and starting the server.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::{Broker, Delivery};
 use crate::group::{Groups, MemberId};
 use crate::router::{Route, Router};
 use crate::server::Server;
@@ -19,11 +21,18 @@ use crate::{Message, WebSocketHandler};
 pub(crate) struct Core {
     shutdown: CancellationToken,
     stopped: CancellationToken,
-    groups: Groups,
+    groups: Arc<Groups>,
+    broker: OnceLock<Arc<dyn Broker>>,
+    broker_started: AtomicBool,
 }
 
 impl Core {
+    /// Hands the message to the broker (which never waits), then delivers it
+    /// to the local members.
     fn broadcast(&self, group: &str, message: Message, exclude: Option<MemberId>) -> usize {
+        if let Some(broker) = self.broker.get() {
+            broker.publish(group, &message);
+        }
         self.groups.deliver(group, message, exclude)
     }
 }
@@ -63,6 +72,16 @@ impl AppContext {
     pub fn broadcast(&self, group: &str, message: Message, exclude: Option<MemberId>) -> usize {
         self.0.core.broadcast(group, message, exclude)
     }
+
+    /// Starts the broker, if there is one, the first time a server runs.
+    pub fn start_broker(&self) {
+        let core = &self.0.core;
+        if let Some(broker) = core.broker.get() {
+            if !core.broker_started.swap(true, Ordering::AcqRel) {
+                broker.start(Delivery::new(&core.groups, core.stopped.clone()));
+            }
+        }
+    }
 }
 
 /// A squall web application: Tornado's `tornado.web.Application`.
@@ -95,6 +114,7 @@ pub struct Application {
     router: Router,
     settings: Settings,
     core: Arc<Core>,
+    broker: Option<Arc<dyn Broker>>,
 }
 
 impl Default for Application {
@@ -110,6 +130,7 @@ impl Application {
             router: Router::default(),
             settings: Settings::default(),
             core: Arc::default(),
+            broker: None,
         }
     }
 
@@ -294,7 +315,17 @@ impl Application {
         self
     }
 
-    /// A handle to stop the application from any task.
+    /// Carries broadcasts to and from other server processes through
+    /// `broker`, e.g. `.broker(RedisBroker::new(url)?)` (feature `redis`).
+    /// Local delivery is unchanged and never waits on the broker. Default:
+    /// none, groups are in-process only. The broker starts when the server
+    /// starts running; a later call replaces an earlier one.
+    pub fn broker(mut self, broker: impl Broker) -> Self {
+        self.broker = Some(Arc::new(broker));
+        self
+    }
+
+    /// A handle to stop the application, or broadcast, from any task.
     pub fn handle(&self) -> Handle {
         Handle {
             core: self.core.clone(),
@@ -302,6 +333,11 @@ impl Application {
     }
 
     pub(crate) fn into_context(self) -> AppContext {
+        if let Some(broker) = self.broker {
+            // The core is fresh per application and this runs once (it
+            // consumes the application), so the cell is empty.
+            let _ = self.core.broker.set(broker);
+        }
         AppContext(Arc::new(AppInner {
             router: self.router,
             settings: Arc::new(self.settings),
@@ -407,7 +443,9 @@ impl Handle {
     /// is serialised once and shared by every receiver; each receiver gets a
     /// non-waiting send, so a slow one meets the overflow policy
     /// ([`Application::websocket_overflow`]) and never holds up the others.
-    /// Returns how many local members accepted it.
+    /// With a [`broker`](Application::broker), the message is also published
+    /// to the other processes (without waiting). Returns how many local
+    /// members accepted it.
     pub fn broadcast(&self, group: &str, message: impl Into<Message>) -> usize {
         self.core.broadcast(group, message.into(), None)
     }

@@ -45,6 +45,7 @@
 #![deny(missing_docs)]
 
 mod application;
+mod broker;
 mod client;
 mod connection;
 mod error;
@@ -53,6 +54,8 @@ mod handler;
 mod handshake;
 mod http1;
 mod message;
+#[cfg(feature = "redis")]
+mod redis_broker;
 mod request;
 mod router;
 mod server;
@@ -64,11 +67,14 @@ mod tls;
 mod websocket;
 
 pub use application::{shutdown_signal, Application, Handle};
+pub use broker::{Broker, Delivery};
 pub use client::{connect, Client, ClientError, ConnectOptions};
 pub use error::WriteError;
 pub use handler::{CurrentUser, TrustedOrigins, WebSocketHandler};
 pub use handshake::HandshakeError;
 pub use message::{close_code, Message, Utf8Bytes};
+#[cfg(feature = "redis")]
+pub use redis_broker::RedisBroker;
 pub use request::{PathParams, RemoteAddr, RequestExt};
 pub use server::Server;
 pub use settings::OverflowPolicy;

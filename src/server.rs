@@ -54,6 +54,7 @@ impl Server {
     #[cfg(feature = "tls")]
     pub async fn run_tls(self, config: crate::TlsConfig) -> std::io::Result<()> {
         let app = self.app;
+        app.start_broker();
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         accept_loop(self.listener, &app, |tcp, remote, app| {
             let accept = acceptor.accept(tcp);
@@ -80,6 +81,7 @@ impl Server {
     /// Serves until [`Handle::shutdown`], then shuts down gracefully.
     pub async fn run(self) -> std::io::Result<()> {
         let app = self.app;
+        app.start_broker();
         accept_loop(self.listener, &app, |tcp, remote, app| {
             http1::serve_connection(Stream::tcp(tcp), remote, app)
         })

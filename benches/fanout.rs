@@ -1,0 +1,593 @@
+//! Fan-out benchmark: one message to N connections in one group.
+//!
+//! ```text
+//! cargo run --release --example fanout -- [-n 10000] [-k 50] [--burst 20] [--size 100] [--redis URL]
+//! ```
+//!
+//! Two processes, because N clients and N server sockets in one process
+//! would need 2N descriptors and open files are capped at 20 000 per process
+//! here: this process (the clients and the clock) starts itself again with
+//! `server` as the first argument. Each process runs one tokio
+//! current_thread runtime.
+//!
+//! The server has a receivers' route (`/rx`: join group `bench`, say `r`)
+//! and a control route (`/ctl`). The client opens N receivers, waits for
+//! every `r`, then for each mode sends commands on the control connection:
+//!
+//! - `shared SEQ`: `WebSocket::broadcast`, the message built and framed once,
+//!   its buffer shared by every receiver queue;
+//! - `naive SEQ`: the baseline, a loop over the receivers'
+//!   `WebSocketSender`s, sending each its own freshly built
+//!   `Message::from(String)`;
+//! - with `--redis URL`, `redis SEQ`: the control connection is on a second
+//!   application in the server process, with no receivers; both share Redis
+//!   through `RedisBroker`, so every delivery crosses Redis.
+//!
+//! Latency: K rounds one at a time; for each, the time from sending the
+//! command until the last of the N receivers has the message (p50, p99).
+//! Throughput: `--burst B` commands back to back, N×B deliveries over the
+//! time until the last one arrives. Figures include the control message's
+//! own trip (tens of µs on loopback). Everything is bounded by timeouts.
+
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use squall::{Application, Message, WebSocket, WebSocketHandler, WebSocketSender};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::task::LocalSet;
+
+const GROUP: &str = "bench";
+/// Bound on one round (and on connecting everyone).
+const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
+/// The server process exits by itself after this, whatever happens.
+const SERVER_LIFETIME: Duration = Duration::from_secs(900);
+
+struct Opts {
+    n: usize,
+    k: usize,
+    burst: usize,
+    size: usize,
+    redis: Option<String>,
+}
+
+fn parse(args: &[String]) -> Opts {
+    let mut opts = Opts {
+        n: 10_000,
+        k: 50,
+        burst: 20,
+        size: 100,
+        redis: None,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().expect("option needs a value").clone();
+        match arg.as_str() {
+            "-n" => opts.n = value().parse().expect("-n N"),
+            "-k" => opts.k = value().parse().expect("-k K"),
+            "--burst" => opts.burst = value().parse().expect("--burst B"),
+            "--size" => opts.size = value().parse().expect("--size BYTES"),
+            "--redis" => opts.redis = Some(value()),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    opts
+}
+
+fn raise_nofile() -> libc::rlim_t {
+    // SAFETY: plain libc calls on a local struct.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+        limit.rlim_cur
+    }
+}
+
+/// `{"seq":SEQ,"body":"xxx…"}`, padded to about `size` bytes.
+fn payload(seq: u64, size: usize) -> String {
+    let head = format!("{{\"seq\":{seq},\"body\":\"");
+    let pad = size.saturating_sub(head.len() + 2);
+    format!("{head}{}\"}}", "x".repeat(pad))
+}
+
+// ---------------------------------------------------------------------------
+// Server process
+// ---------------------------------------------------------------------------
+
+type Registry = Arc<Mutex<Vec<WebSocketSender>>>;
+
+struct Receiver {
+    registry: Registry,
+}
+
+impl WebSocketHandler for Receiver {
+    async fn open(&mut self, ws: &WebSocket) {
+        ws.join(GROUP);
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ws.sender());
+        ws.write_message("r").await.ok();
+    }
+
+    async fn on_message(&mut self, _ws: &WebSocket, _msg: Message) {}
+}
+
+struct Control {
+    registry: Registry,
+    size: usize,
+}
+
+impl WebSocketHandler for Control {
+    async fn on_message(&mut self, ws: &WebSocket, msg: Message) {
+        let Some((mode, seq)) = msg.as_text().and_then(|t| t.split_once(' ')) else {
+            return;
+        };
+        let seq: u64 = seq.parse().unwrap_or(0);
+        match mode {
+            "shared" | "redis" => {
+                ws.broadcast(GROUP, payload(seq, self.size));
+            }
+            "naive" => {
+                let receivers = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+                for sender in receivers.iter() {
+                    // A fresh String and a fresh frame per receiver.
+                    let _ = sender.send(Message::from(payload(seq, self.size)));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn server(opts: Opts) -> std::io::Result<()> {
+    raise_nofile();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let registry = Registry::default();
+        let size = opts.size;
+        let rx_registry = registry.clone();
+        let ctl_registry = registry.clone();
+        let receivers = Application::new()
+            .websocket("/rx", move || Receiver {
+                registry: rx_registry.clone(),
+            })
+            .websocket("/ctl", move || Control {
+                registry: ctl_registry.clone(),
+                size,
+            });
+        let (receivers, control) = with_redis(receivers, &opts, &registry);
+        let rx = receivers.bind("127.0.0.1:0").await?;
+        let rx_port = rx.local_addr()?.port();
+        let rx_handle = rx.handle();
+        tokio::spawn(rx.run());
+        let ctl_port = match control {
+            Some(app) => {
+                let ctl = app.bind("127.0.0.1:0").await?;
+                let port = ctl.local_addr()?.port();
+                tokio::spawn(ctl.run());
+                port
+            }
+            None => rx_port,
+        };
+        println!("READY {rx_port} {ctl_port}");
+        // Until the client closes our stdin (or the lifetime runs out).
+        let mut stdin = tokio::io::stdin();
+        let mut sink = [0u8; 64];
+        let _ = tokio::time::timeout(SERVER_LIFETIME, async {
+            while matches!(stdin.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+        rx_handle.shutdown();
+        Ok(())
+    })
+}
+
+/// With `--redis`: both applications get a Redis broker, and the control
+/// route moves to the second one, which has no receivers.
+#[cfg(feature = "redis")]
+fn with_redis(
+    receivers: Application,
+    opts: &Opts,
+    registry: &Registry,
+) -> (Application, Option<Application>) {
+    let Some(url) = &opts.redis else {
+        return (receivers, None);
+    };
+    let broker = || squall::RedisBroker::new(url).expect("redis url");
+    let (registry, size) = (registry.clone(), opts.size);
+    let control = Application::new()
+        .broker(broker())
+        .websocket("/ctl", move || Control {
+            registry: registry.clone(),
+            size,
+        });
+    (receivers.broker(broker()), Some(control))
+}
+
+#[cfg(not(feature = "redis"))]
+fn with_redis(
+    receivers: Application,
+    opts: &Opts,
+    _registry: &Registry,
+) -> (Application, Option<Application>) {
+    assert!(opts.redis.is_none(), "--redis needs --features redis");
+    (receivers, None)
+}
+
+// ---------------------------------------------------------------------------
+// Client process
+// ---------------------------------------------------------------------------
+
+/// Arrival bookkeeping shared by the receiver tasks (one thread).
+struct Arrivals {
+    n: usize,
+    ready: usize,
+    /// Per sequence number: how many receivers have it, and when the last did.
+    count: Vec<usize>,
+    last: Vec<Option<Instant>>,
+    /// Wake the main task when all N receivers have this sequence number.
+    watch: usize,
+    notify: Rc<Notify>,
+}
+
+impl Arrivals {
+    fn ready(&mut self) {
+        self.ready += 1;
+        if self.ready == self.n {
+            self.notify.notify_one();
+        }
+    }
+
+    fn arrived(&mut self, seq: usize) {
+        if seq >= self.count.len() {
+            return;
+        }
+        self.count[seq] += 1;
+        self.last[seq] = Some(Instant::now());
+        if seq == self.watch && self.count[seq] == self.n {
+            self.notify.notify_one();
+        }
+    }
+}
+
+async fn handshake(port: u16, path: &str) -> std::io::Result<(TcpStream, Vec<u8>)> {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    tcp.set_nodelay(true)?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = tcp.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if !buf.starts_with(b"HTTP/1.1 101") {
+                return Err(std::io::Error::other("upgrade refused"));
+            }
+            let rest = buf.split_off(end + 4);
+            return Ok((tcp, rest));
+        }
+    }
+}
+
+/// Reads server frames (unmasked), calling `on_text` with each text payload.
+async fn read_frames(
+    mut tcp: TcpStream,
+    mut buf: Vec<u8>,
+    mut on_text: impl FnMut(&[u8]),
+) -> std::io::Result<()> {
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        // Parse every complete frame in buf.
+        let mut at = 0;
+        loop {
+            let frame = &buf[at..];
+            if frame.len() < 2 {
+                break;
+            }
+            let opcode = frame[0] & 0x0f;
+            let (len, header) = match frame[1] & 0x7f {
+                126 if frame.len() >= 4 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
+                127 if frame.len() >= 10 => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&frame[2..10]);
+                    (u64::from_be_bytes(b) as usize, 10)
+                }
+                126 | 127 => break,
+                small => (small as usize, 2),
+            };
+            if frame.len() < header + len {
+                break;
+            }
+            match opcode {
+                0x1 => on_text(&frame[header..header + len]),
+                0x8 => return Ok(()),
+                _ => {}
+            }
+            at += header + len;
+        }
+        buf.drain(..at);
+        let n = tcp.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn parse_seq(text: &[u8]) -> Option<usize> {
+    let rest = text.strip_prefix(b"{\"seq\":")?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+/// A masked client text frame.
+fn client_frame(text: &str) -> Vec<u8> {
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let data = text.as_bytes();
+    assert!(data.len() < 126);
+    let mut frame = vec![0x81, 0x80 | data.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(data.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+struct ModeResult {
+    mode: &'static str,
+    rounds: Vec<Duration>,
+    burst: Duration,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("server") {
+        return server(parse(&args[1..]));
+    }
+    let opts = parse(&args);
+    let nofile = raise_nofile();
+    assert!(
+        nofile as usize > opts.n + 64,
+        "open files limit {nofile} too low for -n {}",
+        opts.n
+    );
+
+    let mut child_args = vec![
+        "server".to_owned(),
+        "--size".to_owned(),
+        opts.size.to_string(),
+    ];
+    if let Some(url) = &opts.redis {
+        child_args.extend(["--redis".to_owned(), url.clone()]);
+    }
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(&child_args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line)?;
+    let ports: Vec<u16> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(ports.len(), 2, "server said {line:?}");
+    let (rx_port, ctl_port) = (ports[0], ports[1]);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let results = LocalSet::new().block_on(&runtime, run_client(&opts, rx_port, ctl_port));
+    drop(child.stdin.take()); // the server exits on EOF
+    let _ = child.wait();
+    report(&opts, &results?);
+    Ok(())
+}
+
+async fn run_client(opts: &Opts, rx_port: u16, ctl_port: u16) -> std::io::Result<Vec<ModeResult>> {
+    let modes: Vec<&'static str> = if opts.redis.is_some() {
+        vec!["redis"]
+    } else {
+        vec!["shared", "naive"]
+    };
+    let seqs = modes.len() * (opts.k + opts.burst + 1) + 1;
+    let notify = Rc::new(Notify::new());
+    let arrivals = Rc::new(RefCell::new(Arrivals {
+        n: opts.n,
+        ready: 0,
+        count: vec![0; seqs],
+        last: vec![None; seqs],
+        watch: 0,
+        notify: notify.clone(),
+    }));
+
+    // Open N receivers, at most 128 handshakes at a time.
+    let started = Instant::now();
+    let gate = Rc::new(tokio::sync::Semaphore::new(128));
+    for _ in 0..opts.n {
+        let arrivals = arrivals.clone();
+        let gate = gate.clone();
+        tokio::task::spawn_local(async move {
+            let permit = gate.acquire().await;
+            let (tcp, rest) = match handshake(rx_port, "/rx").await {
+                Ok(ok) => ok,
+                Err(error) => {
+                    eprintln!("receiver failed to connect: {error}");
+                    return;
+                }
+            };
+            drop(permit);
+            let _ = read_frames(tcp, rest, |text| {
+                let mut a = arrivals.borrow_mut();
+                if text == b"r" {
+                    a.ready();
+                } else if let Some(seq) = parse_seq(text) {
+                    a.arrived(seq);
+                }
+            })
+            .await;
+        });
+    }
+    let deadline = Instant::now() + ROUND_TIMEOUT;
+    while arrivals.borrow().ready < opts.n {
+        if tokio::time::timeout_at(deadline.into(), notify.notified())
+            .await
+            .is_err()
+        {
+            return Err(std::io::Error::other(format!(
+                "only {} of {} receivers ready",
+                arrivals.borrow().ready,
+                opts.n
+            )));
+        }
+    }
+    eprintln!("{} receivers ready in {:.2?}", opts.n, started.elapsed());
+
+    let (mut ctl, _) = handshake(ctl_port, "/ctl").await?;
+    let mut seq = 1usize;
+    let mut results = Vec::new();
+    for mode in modes {
+        // Warm-up: repeat the command until someone has it (through Redis,
+        // the receivers' subscription may not be up yet).
+        arrivals.borrow_mut().watch = seq;
+        let warm_deadline = Instant::now() + ROUND_TIMEOUT;
+        while arrivals.borrow().count[seq] == 0 {
+            assert!(Instant::now() < warm_deadline, "{mode}: no delivery at all");
+            ctl.write_all(&client_frame(&format!("{mode} {seq}")))
+                .await?;
+            let _ = tokio::time::timeout(Duration::from_millis(200), notify.notified()).await;
+        }
+        wait_until(&arrivals, &notify, seq, opts.n).await?;
+        seq += 1;
+        // K timed rounds, one at a time.
+        let mut rounds = Vec::with_capacity(opts.k);
+        for _ in 0..opts.k {
+            let t0 = Instant::now();
+            let command = client_frame(&format!("{mode} {seq}"));
+            arrivals.borrow_mut().watch = seq;
+            ctl.write_all(&command).await?;
+            wait_until(&arrivals, &notify, seq, opts.n).await?;
+            let last = arrivals.borrow().last[seq].expect("arrived");
+            rounds.push(last - t0);
+            seq += 1;
+        }
+        // Burst: B commands back to back.
+        let first = seq;
+        let t0 = Instant::now();
+        let end = first + opts.burst - 1;
+        let mut commands = Vec::new();
+        for s in first..=end {
+            commands.extend(client_frame(&format!("{mode} {s}")));
+        }
+        arrivals.borrow_mut().watch = end;
+        ctl.write_all(&commands).await?;
+        wait_until(&arrivals, &notify, end, opts.n).await?;
+        let last = (first..=end)
+            .filter_map(|s| arrivals.borrow().last[s])
+            .max()
+            .expect("arrived");
+        seq = end + 1;
+        let missing: usize = (first..=end)
+            .map(|s| opts.n - arrivals.borrow().count[s])
+            .sum();
+        if missing > 0 {
+            eprintln!("{mode}: {missing} deliveries missing in the burst");
+        }
+        results.push(ModeResult {
+            mode,
+            rounds,
+            burst: last - t0,
+        });
+    }
+    Ok(results)
+}
+
+async fn wait_until(
+    arrivals: &Rc<RefCell<Arrivals>>,
+    notify: &Rc<Notify>,
+    until: usize,
+    n: usize,
+) -> std::io::Result<()> {
+    let deadline = Instant::now() + ROUND_TIMEOUT;
+    loop {
+        if arrivals.borrow().count[until] >= n {
+            return Ok(());
+        }
+        if tokio::time::timeout_at(deadline.into(), notify.notified())
+            .await
+            .is_err()
+        {
+            return Err(std::io::Error::other(format!(
+                "message {until}: {} of {n} receivers after {ROUND_TIMEOUT:?}",
+                arrivals.borrow().count[until]
+            )));
+        }
+    }
+}
+
+fn report(opts: &Opts, results: &[ModeResult]) {
+    println!(
+        "fan-out to N={} receivers, message {} B, K={} rounds, burst B={}",
+        opts.n, opts.size, opts.k, opts.burst
+    );
+    println!("| mode | last receiver p50 | p99 | deliveries/s (rounds) | deliveries/s (burst) |");
+    println!("|---|---|---|---|---|");
+    let mut rates = Vec::new();
+    for result in results {
+        let mut sorted = result.rounds.clone();
+        sorted.sort();
+        let total: Duration = sorted.iter().sum();
+        let round_rate = (opts.n * sorted.len()) as f64 / total.as_secs_f64();
+        let burst_rate = (opts.n * opts.burst) as f64 / result.burst.as_secs_f64();
+        rates.push((
+            result.mode,
+            percentile(&sorted, 0.5),
+            round_rate,
+            burst_rate,
+        ));
+        println!(
+            "| {} | {:.2} ms | {:.2} ms | {:.0} | {:.0} |",
+            result.mode,
+            percentile(&sorted, 0.5).as_secs_f64() * 1e3,
+            percentile(&sorted, 0.99).as_secs_f64() * 1e3,
+            round_rate,
+            burst_rate
+        );
+    }
+    if let (Some(shared), Some(naive)) = (
+        rates.iter().find(|r| r.0 == "shared"),
+        rates.iter().find(|r| r.0 == "naive"),
+    ) {
+        println!(
+            "shared / naive: p50 time-to-last {:.2}x faster, round throughput {:.2}x, burst throughput {:.2}x",
+            naive.1.as_secs_f64() / shared.1.as_secs_f64(),
+            shared.2 / naive.2,
+            shared.3 / naive.3
+        );
+    }
+}
