@@ -28,7 +28,7 @@ use futures_util::{FutureExt, Sink, Stream as _};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
-use tokio_util::sync::WaitForCancellationFutureOwned;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tungstenite::error::Error as WsError;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
@@ -130,6 +130,29 @@ struct KeepAlive {
     awaiting_since: Option<Instant>,
 }
 
+/// The server's shutdown signal, as one connection watches it.
+///
+/// The wait is registered once; after that an atomic load tells whether the
+/// server is shutting down. Polling the registered wait again would take the
+/// lock that every connection's wait shares, on every wake-up.
+struct Shutdown {
+    token: CancellationToken,
+    wait: Pin<Box<WaitForCancellationFutureOwned>>,
+    registered: bool,
+}
+
+impl Shutdown {
+    fn poll_cancelled(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.registered {
+            return self.token.is_cancelled();
+        }
+        // A task's waker stays valid for the task's life: this one
+        // registration is enough to be woken by the cancellation.
+        self.registered = true;
+        self.wait.as_mut().poll(cx).is_ready()
+    }
+}
+
 /// Most read-ahead events held while a handler method runs; past this (or
 /// past `max_message_size` bytes) reading pauses and TCP pushes back.
 const INBOX_EVENTS: usize = 32;
@@ -144,7 +167,7 @@ pub(crate) struct Io {
     phase: Phase,
     unflushed: bool,
     keepalive: Option<KeepAlive>,
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    shutdown: Shutdown,
     close_timeout: Duration,
     peer_close: Option<PeerClose>,
 }
@@ -152,7 +175,7 @@ pub(crate) struct Io {
 pub(crate) struct IoParts {
     pub ws: WebSocketStream<Stream>,
     pub shared: Arc<Shared>,
-    pub shutdown: WaitForCancellationFutureOwned,
+    pub shutdown: CancellationToken,
     pub settings: Arc<crate::settings::Settings>,
 }
 
@@ -174,7 +197,11 @@ impl Io {
             phase: Phase::Open,
             unflushed: false,
             keepalive,
-            shutdown: Box::pin(parts.shutdown),
+            shutdown: Shutdown {
+                wait: Box::pin(parts.shutdown.clone().cancelled_owned()),
+                token: parts.shutdown,
+                registered: false,
+            },
             close_timeout: settings.close_timeout,
             peer_close: None,
         }
@@ -383,7 +410,7 @@ impl Io {
             self.begin_close(request.code, request.reason);
             return;
         }
-        if self.shutdown.as_mut().poll(cx).is_ready() {
+        if self.shutdown.poll_cancelled(cx) {
             self.begin_close(
                 close_code::GOING_AWAY,
                 Utf8Bytes::from_static("server shutting down"),

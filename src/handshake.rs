@@ -113,7 +113,7 @@ pub(crate) async fn upgrade<H: WebSocketHandler>(
     let io = Io::new(IoParts {
         ws,
         shared: shared.clone(),
-        shutdown: app.shutdown_token().clone().cancelled_owned(),
+        shutdown: app.shutdown_token().clone(),
         settings: settings.clone(),
     });
     let context = WebSocket::new(shared, request, accepted.subprotocol, app);
