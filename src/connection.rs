@@ -232,11 +232,14 @@ impl Io {
         poll_fn(|cx| self.poll_progress(cx, true)).await
     }
 
-    /// Closes the socket for good once the loop is over.
+    /// Closes the socket for good once the loop is over. The shutdown is
+    /// bounded: over TLS it writes a close_notify, which a peer that stopped
+    /// reading would otherwise hold up for ever (and `on_close` with it).
     async fn finish(&mut self) {
         self.shared.mark_closing();
         self.outbound.close();
-        let _ = self.ws.get_mut().shutdown().await;
+        let shutdown = self.ws.get_mut().shutdown();
+        let _ = tokio::time::timeout(self.close_timeout, shutdown).await;
     }
 
     fn begin_close(&mut self, code: u16, reason: Utf8Bytes) {
