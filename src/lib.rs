@@ -48,6 +48,9 @@ mod application;
 mod client;
 mod connection;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod group;
 mod handler;
 mod handshake;

@@ -14,6 +14,9 @@ pub(crate) enum Stream {
     Tcp(TcpStream),
     #[cfg(feature = "tls")]
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// An in-memory peer, for the fuzz targets (feature `fuzzing`).
+    #[cfg(feature = "fuzzing")]
+    Duplex(tokio::io::DuplexStream),
 }
 
 impl AsyncRead for Stream {
@@ -26,6 +29,8 @@ impl AsyncRead for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "fuzzing")]
+            Stream::Duplex(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -40,6 +45,8 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "fuzzing")]
+            Stream::Duplex(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -52,6 +59,8 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "fuzzing")]
+            Stream::Duplex(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -60,6 +69,8 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => s.is_write_vectored(),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => s.is_write_vectored(),
+            #[cfg(feature = "fuzzing")]
+            Stream::Duplex(s) => s.is_write_vectored(),
         }
     }
 
@@ -68,6 +79,8 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "fuzzing")]
+            Stream::Duplex(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -76,6 +89,8 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "fuzzing")]
+            Stream::Duplex(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
