@@ -91,10 +91,8 @@ fn client_config() -> WebSocketConfig {
 
 async fn connect(
     addr: SocketAddr,
-) -> Result<
-    tokio_tungstenite::WebSocketStream<TcpStream>,
-    Box<dyn std::error::Error + Send + Sync>,
-> {
+) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, Box<dyn std::error::Error + Send + Sync>>
+{
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let url = format!("ws://{addr}/soak");
@@ -123,10 +121,14 @@ async fn well_behaved(
         let text = format!("c{id}-{seq}");
         seq += 1;
         let exchange = async {
-            ws.send(Message::text(text.clone())).await.map_err(|e| e.to_string())?;
+            ws.send(Message::text(text.clone()))
+                .await
+                .map_err(|e| e.to_string())?;
             loop {
                 match ws.next().await {
-                    Some(Ok(Message::Text(reply))) => return Ok::<_, String>(reply == text.as_str()),
+                    Some(Ok(Message::Text(reply))) => {
+                        return Ok::<_, String>(reply == text.as_str())
+                    }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(other)) => return Err(format!("unexpected {other:?}")),
                     Some(Err(e)) => return Err(e.to_string()),
@@ -162,7 +164,9 @@ async fn churn(addr: SocketAddr, end: Instant, counters: Arc<Counters>) {
     while Instant::now() < end {
         let ok = async {
             let mut ws = connect(addr).await.map_err(|e| e.to_string())?;
-            ws.send(Message::text("churn")).await.map_err(|e| e.to_string())?;
+            ws.send(Message::text("churn"))
+                .await
+                .map_err(|e| e.to_string())?;
             match ws.next().await {
                 Some(Ok(Message::Text(t))) if t.as_str() == "churn" => {}
                 other => return Err(format!("{other:?}")),
@@ -318,11 +322,17 @@ fn main() {
 
     let c = &counters;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    println!("\n## squall soak: {} connections, {} s", args.conns, args.secs);
+    println!(
+        "\n## squall soak: {} connections, {} s",
+        args.conns, args.secs
+    );
     println!();
     println!("| figure | value |");
     println!("|---|---|");
-    println!("| well-behaved connections opened | {} |", load(&c.connected));
+    println!(
+        "| well-behaved connections opened | {} |",
+        load(&c.connected)
+    );
     println!("| connect errors | {} |", load(&c.connect_errors));
     println!("| messages echoed and checked | {} |", load(&c.messages));
     println!(
@@ -360,17 +370,18 @@ fn main() {
     println!("| t (s) | server RSS (MiB) | server fds | messages so far |");
     println!("|---|---|---|---|");
     for (t, rss, fds, msgs) in &samples {
-        println!(
-            "| {t:.0} | {:.1} | {fds} | {msgs} |",
-            *rss as f64 / 1024.0
-        );
+        println!("| {t:.0} | {:.1} | {fds} | {msgs} |", *rss as f64 / 1024.0);
     }
     if load(&c.errors) > 0 || load(&c.connect_errors) > 0 {
         std::process::exit(1);
     }
 }
 
-async fn run(args: &Args, addr: SocketAddr, pid: u32) -> (Arc<Counters>, Vec<(f64, u64, usize, u64)>, Duration) {
+async fn run(
+    args: &Args,
+    addr: SocketAddr,
+    pid: u32,
+) -> (Arc<Counters>, Vec<(f64, u64, usize, u64)>, Duration) {
     // Wait for the server to listen.
     for _ in 0..200 {
         if TcpStream::connect(addr).await.is_ok() {

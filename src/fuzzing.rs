@@ -134,9 +134,7 @@ pub fn frame_input(data: &[u8]) {
             shutdown: app.shutdown_token().clone().cancelled_owned(),
             settings: Arc::clone(&settings),
         });
-        let request = http::Request::get("/socket/")
-            .body(())
-            .expect("request");
+        let request = http::Request::get("/socket/").body(()).expect("request");
         let context = WebSocket::new(shared, request, None, app);
         let connection = connection::run(FuzzHandler, context, io);
 

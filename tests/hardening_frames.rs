@@ -48,7 +48,9 @@ async fn expect_close_for(name: &str, bytes: Vec<u8>, code: u16) {
     let (server, mut closed) = start(Duration::from_secs(5)).await;
     let (mut tcp, rest) = raw_upgrade(server.addr(), "/ws").await;
     // A well-formed message first: the connection works before the violation.
-    tcp.write_all(&client_frame(true, 1, b"fine")).await.unwrap();
+    tcp.write_all(&client_frame(true, 1, b"fine"))
+        .await
+        .unwrap();
     let mut reader = FrameReader::new(tcp, rest);
     let echo = reader.next().await.expect("echo");
     assert_eq!((echo.opcode, echo.payload.as_slice()), (1, &b"fine"[..]));
@@ -81,12 +83,7 @@ async fn unknown_control_opcode_is_1002() {
 #[tokio::test]
 async fn reserved_bits_are_1002() {
     for rsv in [1, 2, 4] {
-        expect_close_for(
-            "rsv",
-            frame(true, rsv, 1, Some([1, 2, 3, 4]), b"hi"),
-            1002,
-        )
-        .await;
+        expect_close_for("rsv", frame(true, rsv, 1, Some([1, 2, 3, 4]), b"hi"), 1002).await;
     }
 }
 
@@ -119,7 +116,12 @@ async fn one_byte_close_payload_is_1002() {
 
 #[tokio::test]
 async fn invalid_utf8_text_is_1007() {
-    expect_close_for("bad utf-8", client_frame(true, 1, &[0x68, 0xff, 0xfe]), 1007).await;
+    expect_close_for(
+        "bad utf-8",
+        client_frame(true, 1, &[0x68, 0xff, 0xfe]),
+        1007,
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -140,7 +140,10 @@ impl FrameReader {
         let opcode = b[0] & 0xf;
         let (len, mut at) = match b[1] & 0x7f {
             126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-            127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize, 10),
+            127 if b.len() >= 10 => (
+                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
             126 | 127 => return None,
             n => (n as usize, 2),
         };
