@@ -31,12 +31,44 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tungstenite::error::Error as WsError;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::{CloseFrame, Role};
 
+use crate::application::AppContext;
 use crate::close_code;
 use crate::stream::Stream;
 use crate::websocket::{Outbound, PeerClose, Popped, Shared};
 use crate::{Message, Utf8Bytes, WebSocket, WebSocketHandler};
+
+/// Wraps an upgraded stream (and any bytes read past the request head) as a
+/// WebSocket: the handler's context and the socket side, ready for [`run`].
+pub(crate) async fn establish(
+    stream: Stream,
+    read_ahead: Vec<u8>,
+    request: http::Request<()>,
+    subprotocol: Option<String>,
+    app: AppContext,
+) -> (WebSocket, Io) {
+    let settings = app.settings().clone();
+    let ws = WebSocketStream::from_partially_read(
+        stream,
+        read_ahead,
+        Role::Server,
+        Some(settings.websocket_config()),
+    )
+    .await;
+    let shared = Shared::new(
+        settings.max_queued_messages,
+        settings.max_queued_bytes,
+        settings.overflow,
+    );
+    let io = Io::new(IoParts {
+        ws,
+        shared: shared.clone(),
+        shutdown: app.shutdown_token().clone(),
+        settings,
+    });
+    (WebSocket::new(shared, request, subprotocol, app), io)
+}
 
 /// Runs a connection from `open` to `on_close`.
 ///
@@ -172,15 +204,15 @@ pub(crate) struct Io {
     peer_close: Option<PeerClose>,
 }
 
-pub(crate) struct IoParts {
-    pub ws: WebSocketStream<Stream>,
-    pub shared: Arc<Shared>,
-    pub shutdown: CancellationToken,
-    pub settings: Arc<crate::settings::Settings>,
+struct IoParts {
+    ws: WebSocketStream<Stream>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    settings: Arc<crate::settings::Settings>,
 }
 
 impl Io {
-    pub fn new(parts: IoParts) -> Self {
+    fn new(parts: IoParts) -> Self {
         let settings = parts.settings;
         let keepalive = settings.ping_interval.map(|interval| KeepAlive {
             interval,
@@ -262,11 +294,14 @@ impl Io {
         poll_fn(|cx| self.poll_progress(cx, true)).await
     }
 
-    /// Closes the socket for good once the loop is over.
+    /// Closes the socket for good once the loop is over. The shutdown is
+    /// bounded: over TLS it writes a close_notify, which a peer that stopped
+    /// reading would otherwise hold up for ever (and `on_close` with it).
     async fn finish(&mut self) {
         self.shared.close_queue();
         self.shared.discard();
-        let _ = self.ws.get_mut().shutdown().await;
+        let shutdown = self.ws.get_mut().shutdown();
+        let _ = tokio::time::timeout(self.close_timeout, shutdown).await;
     }
 
     fn begin_close(&mut self, code: u16, reason: Utf8Bytes) {

@@ -11,16 +11,13 @@ use futures_util::FutureExt;
 use http::{header, HeaderMap, Method, Response, StatusCode};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tungstenite::protocol::Role;
 
 use crate::application::AppContext;
-use crate::connection::{self, Io, IoParts};
+use crate::connection;
 use crate::http1::{log_access, text_response, write_response};
 use crate::router::BoxFuture;
 use crate::stream::Stream;
-use crate::websocket::Shared;
-use crate::{TrustedOrigins, WebSocket, WebSocketHandler};
+use crate::{TrustedOrigins, WebSocketHandler};
 
 /// A request routed to a WebSocket endpoint, with the connection it came on.
 pub(crate) struct UpgradeRequest {
@@ -98,25 +95,8 @@ pub(crate) async fn upgrade<H: WebSocketHandler>(
     // here rather than held for the connection's lifetime.
     let leftover = Vec::from(&read_ahead[..]);
     drop(read_ahead);
-    let ws = WebSocketStream::from_partially_read(
-        stream,
-        leftover,
-        Role::Server,
-        Some(settings.websocket_config()),
-    )
-    .await;
-    let shared = Shared::new(
-        settings.max_queued_messages,
-        settings.max_queued_bytes,
-        settings.overflow,
-    );
-    let io = Io::new(IoParts {
-        ws,
-        shared: shared.clone(),
-        shutdown: app.shutdown_token().clone(),
-        settings: settings.clone(),
-    });
-    let context = WebSocket::new(shared, request, accepted.subprotocol, app);
+    let (context, io) =
+        connection::establish(stream, leftover, request, accepted.subprotocol, app).await;
     Some(Box::pin(connection::run(handler, context, io)))
 }
 

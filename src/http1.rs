@@ -268,6 +268,22 @@ pub(crate) async fn write_response(
     head_only: bool,
     keep_alive: bool,
 ) -> std::io::Result<()> {
+    let out = encode_response(response, head_only, keep_alive);
+    stream.write_all(&out).await?;
+    stream.flush().await?;
+    if !keep_alive {
+        let _ = stream.shutdown().await;
+    }
+    Ok(())
+}
+
+/// The bytes of a response with `Content-Length` (and the body unless
+/// `head_only`).
+pub(crate) fn encode_response(
+    response: Response<Bytes>,
+    head_only: bool,
+    keep_alive: bool,
+) -> Vec<u8> {
     let (parts, body) = response.into_parts();
     let mut out = Vec::with_capacity(128 + if head_only { 0 } else { body.len() });
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -292,10 +308,5 @@ pub(crate) async fn write_response(
     if !head_only {
         out.extend_from_slice(&body);
     }
-    stream.write_all(&out).await?;
-    stream.flush().await?;
-    if !keep_alive {
-        let _ = stream.shutdown().await;
-    }
-    Ok(())
+    out
 }

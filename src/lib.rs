@@ -49,6 +49,9 @@ mod broker;
 mod client;
 mod connection;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod group;
 mod handler;
 mod handshake;

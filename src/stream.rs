@@ -33,6 +33,9 @@ enum Transport {
     Tcp(TcpStream),
     #[cfg(feature = "tls")]
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// An in-memory peer, for the fuzz targets (feature `fuzzing`).
+    #[cfg(feature = "fuzzing")]
+    Duplex(tokio::io::DuplexStream),
 }
 
 impl Stream {
@@ -43,6 +46,11 @@ impl Stream {
     #[cfg(feature = "tls")]
     pub fn tls(stream: tokio_rustls::server::TlsStream<TcpStream>) -> Self {
         Self::new(Transport::Tls(Box::new(stream)))
+    }
+
+    #[cfg(feature = "fuzzing")]
+    pub fn duplex(stream: tokio::io::DuplexStream) -> Self {
+        Self::new(Transport::Duplex(stream))
     }
 
     fn new(transport: Transport) -> Self {
@@ -75,6 +83,8 @@ impl Transport {
             Transport::Tcp(s) => Pin::new(s),
             #[cfg(feature = "tls")]
             Transport::Tls(s) => Pin::new(s.as_mut()),
+            #[cfg(feature = "fuzzing")]
+            Transport::Duplex(s) => Pin::new(s),
         }
     }
 }
@@ -139,6 +149,8 @@ impl AsyncWrite for Stream {
             Transport::Tcp(s) => s.is_write_vectored(),
             #[cfg(feature = "tls")]
             Transport::Tls(s) => s.is_write_vectored(),
+            #[cfg(feature = "fuzzing")]
+            Transport::Duplex(s) => s.is_write_vectored(),
         }
     }
 

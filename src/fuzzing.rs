@@ -1,0 +1,141 @@
+//! Entry points for the fuzz targets in `fuzz/` and their corpus replay
+//! (feature `fuzzing`). Not a public API: nothing here is stable.
+//!
+//! - [`request_head`]: bytes → request head parser → router → handshake
+//!   checks → the response bytes the server would write.
+//! - [`frame_input`]: bytes as the client's side of an open WebSocket,
+//!   through the real connection task (`connection::run`) over an in-memory
+//!   duplex stream, with an echoing handler. Every input must end the
+//!   connection (the input ends with EOF) within a bound: a hang panics.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::application::AppContext;
+use crate::connection;
+use crate::handshake::{negotiate, switching_protocols};
+use crate::http1::{encode_response, parse_head, text_response, HeadError};
+use crate::router::Route;
+use crate::stream::Stream;
+use crate::{Application, Message, TrustedOrigins, WebSocket, WebSocketHandler};
+
+/// Echoes messages, picks the first subprotocol offered, trusts one origin.
+struct FuzzHandler;
+
+impl WebSocketHandler for FuzzHandler {
+    async fn on_message(&mut self, ws: &WebSocket, msg: Message) {
+        if msg.as_text() == Some("close") {
+            ws.close(1000, "asked");
+            return;
+        }
+        ws.write_message(msg).await.ok();
+    }
+
+    fn select_subprotocol(&self, offered: &[&str]) -> Option<String> {
+        offered.first().map(|p| p.to_string())
+    }
+}
+
+const MAX_HEAD: usize = 4096;
+const MAX_MESSAGE: usize = 64 * 1024;
+
+fn app() -> &'static AppContext {
+    static APP: OnceLock<AppContext> = OnceLock::new();
+    APP.get_or_init(|| {
+        Application::new()
+            .websocket("/socket/", || FuzzHandler)
+            .websocket("/chat/{room}", || FuzzHandler)
+            .page("/", "<h1>page</h1>")
+            .trusted_origins(["https://trusted.example"])
+            .websocket_max_message_size(MAX_MESSAGE)
+            .websocket_close_timeout(Duration::from_millis(50))
+            .into_context()
+    })
+}
+
+/// Parses `data` as a request head, routes it and answers as the server
+/// would; returns the response bytes (empty when more bytes are needed).
+pub fn request_head(data: &[u8]) -> Vec<u8> {
+    let mut buf = BytesMut::from(data);
+    let mut request = match parse_head(&mut buf, MAX_HEAD) {
+        Ok(Some(request)) => request,
+        Ok(None) | Err(HeadError::Gone) => return Vec::new(),
+        Err(HeadError::TooLarge) => {
+            return encode_response(
+                text_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, ""),
+                false,
+                false,
+            )
+        }
+        Err(HeadError::Malformed) => {
+            return encode_response(text_response(StatusCode::BAD_REQUEST, ""), false, false)
+        }
+    };
+    let app = app();
+    let Some((route, params)) = app.router().at(request.uri().path()) else {
+        return encode_response(text_response(StatusCode::NOT_FOUND, ""), false, false);
+    };
+    request.extensions_mut().insert(params);
+    request
+        .extensions_mut()
+        .insert(TrustedOrigins(app.settings().trusted_origins.clone()));
+    match route {
+        Route::Page(_) => encode_response(
+            text_response(StatusCode::OK, Bytes::new()),
+            request.method() == http::Method::HEAD,
+            true,
+        ),
+        Route::WebSocket(_) => match negotiate(&request, &FuzzHandler) {
+            Ok(accepted) => switching_protocols(&accepted),
+            Err(error) => encode_response(error.response(), false, false),
+        },
+    }
+}
+
+/// Runs `data` as everything a client sends on an open WebSocket, then EOF,
+/// through the connection task; reads and discards what the server writes.
+///
+/// # Panics
+///
+/// If the connection does not finish within a few seconds (a hang), or the
+/// library panics.
+pub fn frame_input(data: &[u8]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let app = app().clone();
+        let (client, server) = tokio::io::duplex(16 * 1024);
+        let request = http::Request::get("/socket/").body(()).expect("request");
+        let (context, io) =
+            connection::establish(Stream::duplex(server), Vec::new(), request, None, app).await;
+        let connection = connection::run(FuzzHandler, context, io);
+
+        let (mut from_server, mut to_server) = tokio::io::split(client);
+        let peer = async move {
+            let write = async {
+                let _ = to_server.write_all(data).await;
+                let _ = to_server.shutdown().await;
+            };
+            let read = async {
+                let mut sink = vec![0u8; 16 * 1024];
+                while let Ok(n) = from_server.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            };
+            tokio::join!(write, read);
+        };
+        tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::join!(connection, peer);
+        })
+        .await
+        .expect("the connection did not finish after the input ended");
+    });
+}

@@ -1,0 +1,168 @@
+//! Panics in handler methods: the connection closes with 1011, the panic is
+//! logged, `on_close` still runs, and the server and every other connection
+//! carry on.
+
+mod hardening_common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use hardening_common::*;
+use squall::testing::{assert_closed_with, next_text, TestServer};
+use squall::{Application, Message, WebSocket, WebSocketHandler};
+use tokio::sync::mpsc;
+
+struct Fragile {
+    closed: mpsc::UnboundedSender<&'static str>,
+    panic_in_close: bool,
+}
+
+impl WebSocketHandler for Fragile {
+    async fn open(&mut self, ws: &WebSocket) {
+        if ws.query_argument("panic").as_deref() == Some("open") {
+            panic!("boom in open");
+        }
+        if ws.query_argument("panic").as_deref() == Some("close") {
+            self.panic_in_close = true;
+        }
+    }
+    async fn on_message(&mut self, ws: &WebSocket, msg: Message) {
+        match msg.as_text() {
+            Some("panic") => panic!("boom in on_message"),
+            Some("panic-after-write") => {
+                ws.write_message("written before the panic").await.unwrap();
+                panic!("boom after a write");
+            }
+            _ => {
+                ws.write_message(msg).await.ok();
+            }
+        }
+    }
+    async fn on_close(&mut self, _ws: &WebSocket) {
+        let _ = self.closed.send("closed");
+        if self.panic_in_close {
+            panic!("boom in on_close");
+        }
+    }
+}
+
+/// Collects log output so the test can see the panic was logged.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+fn app() -> (Application, mpsc::UnboundedReceiver<&'static str>) {
+    let (closed, closed_rx) = mpsc::unbounded_channel();
+    let app = Application::new().websocket("/ws", move || Fragile {
+        closed: closed.clone(),
+        panic_in_close: false,
+    });
+    (app, closed_rx)
+}
+
+/// 100 connections open; one panics in `on_message`: it alone closes with
+/// 1011, the panic is logged, and the other 99 keep echoing.
+#[tokio::test]
+async fn panic_in_one_of_100_connections() {
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (app, mut closed) = app();
+    let server = TestServer::start(app).await;
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        clients.push(server.connect("/ws").await);
+    }
+    let mut victim = clients.remove(42);
+    victim.send("panic").await.unwrap();
+    assert_closed_with(&mut victim, 1011).await;
+    assert_eq!(within("on_close", closed.recv()).await, Some("closed"));
+    assert!(
+        log.text().contains("boom in on_message"),
+        "the panic must be logged: {}",
+        log.text()
+    );
+
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send(format!("hello {i}")).await.unwrap();
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(next_text(client).await, format!("hello {i}"));
+    }
+    // New connections are still served.
+    let mut late = server.connect("/ws").await;
+    late.send("late").await.unwrap();
+    assert_eq!(next_text(&mut late).await, "late");
+    assert!(closed.try_recv().is_err(), "only the victim closed");
+
+    clients.push(late);
+    for client in &mut clients {
+        client.close(1000, "").await;
+    }
+    for _ in 0..100 {
+        within("on_close", closed.recv()).await.unwrap();
+    }
+    server.shutdown().await;
+}
+
+/// Messages written before the panic are delivered before the 1011.
+#[tokio::test]
+async fn writes_before_a_panic_are_delivered() {
+    let (app, mut closed) = app();
+    let server = TestServer::start(app).await;
+    let mut client = server.connect("/ws").await;
+    client.send("panic-after-write").await.unwrap();
+    assert_eq!(next_text(&mut client).await, "written before the panic");
+    assert_closed_with(&mut client, 1011).await;
+    within("on_close", closed.recv()).await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn panic_in_open_closes_with_1011() {
+    let (app, mut closed) = app();
+    let server = TestServer::start(app).await;
+    let mut client = server.connect("/ws?panic=open").await;
+    assert_closed_with(&mut client, 1011).await;
+    within("on_close", closed.recv()).await.unwrap();
+    let mut other = server.connect("/ws").await;
+    other.send("x").await.unwrap();
+    assert_eq!(next_text(&mut other).await, "x");
+    other.close(1000, "").await;
+    server.shutdown().await;
+}
+
+/// A panic in `on_close` is contained too: the server keeps serving.
+#[tokio::test]
+async fn panic_in_on_close_is_contained() {
+    let (app, mut closed) = app();
+    let server = TestServer::start(app).await;
+    let mut client = server.connect("/ws?panic=close").await;
+    client.close(1000, "").await;
+    within("on_close", closed.recv()).await.unwrap();
+    let mut other = server.connect("/ws").await;
+    other.send("x").await.unwrap();
+    assert_eq!(next_text(&mut other).await, "x");
+    other.close(1000, "").await;
+    server.shutdown().await;
+}

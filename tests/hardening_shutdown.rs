@@ -1,0 +1,172 @@
+//! Graceful shutdown: stop accepting, deliver what is queued, send 1001 to
+//! every socket, run every `on_close`, return when done or at the deadline.
+
+mod hardening_common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hardening_common::*;
+use squall::testing::{assert_closed_with, next_text};
+use squall::{Application, Message, WebSocket, WebSocketHandler, WebSocketSender};
+use tokio::sync::mpsc;
+
+struct Tracked {
+    senders: mpsc::UnboundedSender<WebSocketSender>,
+    closed: Arc<AtomicUsize>,
+}
+
+impl WebSocketHandler for Tracked {
+    async fn open(&mut self, ws: &WebSocket) {
+        self.senders.send(ws.sender()).unwrap();
+    }
+    async fn on_message(&mut self, _ws: &WebSocket, _msg: Message) {}
+    async fn on_close(&mut self, _ws: &WebSocket) {
+        self.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+const CONNECTIONS: usize = 1000;
+const QUEUED: usize = 5;
+
+/// 1 000 connections, each with messages queued at the moment of the
+/// shutdown call: each receives all of them, then 1001; every `on_close`
+/// runs; the server returns.
+#[tokio::test]
+async fn thousand_connections_get_their_queue_then_1001() {
+    let (senders_tx, mut senders_rx) = mpsc::unbounded_channel();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let app = Application::new().websocket("/ws", {
+        let closed = closed.clone();
+        move || Tracked {
+            senders: senders_tx.clone(),
+            closed: closed.clone(),
+        }
+    });
+    let handle = app.handle();
+    let server = app.bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let running = tokio::spawn(server.run());
+
+    let url = format!("ws://{addr}/ws");
+    let mut clients = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        clients.push(within("connect", squall::connect(&url)).await.unwrap());
+    }
+    let mut senders = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        senders.push(within("open", senders_rx.recv()).await.unwrap());
+    }
+
+    // Queue messages and ask for shutdown in one go: on this current-thread
+    // runtime no connection task runs in between, so every message is still
+    // queued when the shutdown is seen.
+    for (i, sender) in senders.iter().enumerate() {
+        for m in 0..QUEUED {
+            sender.send(format!("{i}:{m}")).unwrap();
+        }
+    }
+    handle.shutdown();
+
+    // No new connections once shutting down.
+    let refused = tokio::time::timeout(Duration::from_secs(2), squall::connect(&url)).await;
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "a connection was accepted during shutdown"
+    );
+
+    // Clients finish in parallel: each answers the close handshake.
+    let mut readers = tokio::task::JoinSet::new();
+    for (i, mut client) in clients.into_iter().enumerate() {
+        readers.spawn(async move {
+            for m in 0..QUEUED {
+                assert_eq!(next_text(&mut client).await, format!("{i}:{m}"));
+            }
+            assert_closed_with(&mut client, 1001).await;
+        });
+    }
+    while let Some(result) = within("the clients", readers.join_next()).await {
+        result.unwrap();
+    }
+    within("the server to return", running)
+        .await
+        .unwrap()
+        .unwrap();
+    within("stopped", handle.stopped()).await;
+    assert_eq!(closed.load(Ordering::SeqCst), CONNECTIONS);
+}
+
+/// A client that never answers the close frame cannot hold the shutdown past
+/// its deadline.
+#[tokio::test]
+async fn shutdown_returns_by_the_deadline() {
+    let (senders_tx, mut senders_rx) = mpsc::unbounded_channel();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let app = Application::new()
+        .shutdown_timeout(Duration::from_millis(300))
+        .websocket_close_timeout(Duration::from_secs(60))
+        .websocket("/ws", {
+            let closed = closed.clone();
+            move || Tracked {
+                senders: senders_tx.clone(),
+                closed: closed.clone(),
+            }
+        });
+    let handle = app.handle();
+    let server = app.bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let running = tokio::spawn(server.run());
+    let (_silent, _) = raw_upgrade(addr, "/ws").await;
+    within("open", senders_rx.recv()).await.unwrap();
+    let started = Instant::now();
+    handle.shutdown();
+    within("the server to return", running)
+        .await
+        .unwrap()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+/// The echo example shuts down gracefully on SIGTERM: its client gets 1001
+/// and the process exits 0.
+#[tokio::test]
+async fn echo_example_handles_sigterm() {
+    // Examples are built by `cargo test` next to the test binaries.
+    let exe = std::env::current_exe().unwrap();
+    let echo = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples/echo"))
+        .unwrap();
+    assert!(echo.exists(), "{} not built", echo.display());
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut child = tokio::process::Command::new(&echo)
+        .arg(format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{port}/socket/");
+    let mut client = within("the example to listen", async {
+        loop {
+            match squall::connect(&url).await {
+                Ok(client) => return client,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await;
+    client.send("hi").await.unwrap();
+    assert_eq!(next_text(&mut client).await, "You said: hi");
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: kill(2) on the child we spawned and still own.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert_closed_with(&mut client, 1001).await;
+    let status = within("the example to exit", child.wait()).await.unwrap();
+    assert!(status.success(), "{status:?}");
+}
