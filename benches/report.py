@@ -242,6 +242,16 @@ def render(a):
         w(f"![ratios to {label(BASELINE)}]({svg_rel})\n")
         write_svg(a.svg, runs, servers, metrics)
 
+    # Figures measured by other programs (fan-out, soak, allocations, micro
+    # benchmarks, conformance) live in benches/sections/*.md, each written
+    # by hand from its own run; they are appended so BENCHMARKS.md has all.
+    sections = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sections")
+    if os.path.isdir(sections):
+        for name in sorted(os.listdir(sections)):
+            if name.endswith(".md"):
+                with open(os.path.join(sections, name)) as f:
+                    w(f.read().rstrip() + "\n")
+
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         f.write("\n".join(out))
