@@ -5,7 +5,7 @@
 //! connection; its methods run one at a time, in order, while squall answers
 //! pings, drains the send queue and watches the close handshake underneath.
 //!
-//! ```no_run
+//! ```
 //! use squall::{Application, Message, WebSocket, WebSocketHandler};
 //!
 //! struct Echo;
@@ -28,12 +28,25 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
-//!     Application::new()
+//!     let app = Application::new()
 //!         .websocket("/socket/", || Echo)
 //!         .page("/", "<!doctype html><title>echo</title>")
-//!         .websocket_ping_interval(std::time::Duration::from_secs(1))
-//!         .listen("127.0.0.1:8888")
-//!         .await
+//!         .websocket_ping_interval(std::time::Duration::from_secs(1));
+//!     // `listen("127.0.0.1:8888")` serves until Ctrl-C; here we bind a free
+//!     // port, talk to it with squall's client, and shut it down.
+//!     let handle = app.handle();
+//!     let server = app.bind("127.0.0.1:0").await?;
+//!     let url = format!("ws://{}/socket/", server.local_addr()?);
+//!     let running = tokio::spawn(server.run());
+//!
+//!     let mut client = squall::connect(&url).await.expect("connect");
+//!     client.send("hello world").await.expect("send");
+//!     let reply = client.recv().await.expect("a reply");
+//!     assert_eq!(reply.as_text(), Some("You said: hello world"));
+//!     client.close(1000, "bye").await;
+//!
+//!     handle.shutdown();
+//!     running.await.expect("server task")
 //! }
 //! ```
 //!
