@@ -53,10 +53,8 @@ impl Server {
     /// request-head timeout is dropped.
     #[cfg(feature = "tls")]
     pub async fn run_tls(self, config: crate::TlsConfig) -> std::io::Result<()> {
-        let app = self.app;
-        app.start_broker();
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        accept_loop(self.listener, &app, |tcp, remote, app| {
+        accept_loop(self.listener, &self.app, |tcp, remote, app| {
             let accept = acceptor.accept(tcp);
             async move {
                 let timeout = app.settings().head_timeout;
@@ -74,30 +72,28 @@ impl Server {
             }
         })
         .await;
-        drain(&app).await;
         Ok(())
     }
 
     /// Serves until [`Handle::shutdown`], then shuts down gracefully.
     pub async fn run(self) -> std::io::Result<()> {
-        let app = self.app;
-        app.start_broker();
-        accept_loop(self.listener, &app, |tcp, remote, app| {
+        accept_loop(self.listener, &self.app, |tcp, remote, app| {
             http1::serve_connection(Stream::tcp(tcp), remote, app)
         })
         .await;
-        drain(&app).await;
         Ok(())
     }
 }
 
-/// Accepts until shutdown, handing each connection to `serve`, then waits
-/// for the connections to finish (bounded by the shutdown timeout).
+/// Starts the broker, accepts until shutdown handing each connection to
+/// `serve`, waits for the connections to finish (bounded by the shutdown
+/// timeout), and marks the application stopped.
 pub(crate) async fn accept_loop<S, Fut>(listener: TcpListener, app: &AppContext, serve: S)
 where
     S: Fn(TcpStream, SocketAddr, AppContext) -> Fut,
     Fut: std::future::Future<Output = Option<BoxFuture<()>>> + Send + 'static,
 {
+    app.start_broker();
     let settings = app.settings().clone();
     let limit = Arc::new(Semaphore::new(settings.max_connections));
     let mut tasks = JoinSet::new();
@@ -156,10 +152,6 @@ where
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
-}
-
-/// Marks the application stopped.
-async fn drain(app: &AppContext) {
     app.mark_stopped();
 }
 
