@@ -58,6 +58,9 @@
 #![deny(missing_docs)]
 
 mod application;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod bench_support;
 mod broker;
 mod client;
 mod connection;
