@@ -5,11 +5,13 @@
 //! It also sizes reads. tungstenite reads through a small buffer of its own
 //! (`websocket_read_buffer_size`, kept small because an idle connection holds
 //! it for life), so a large message would take one system call per few KiB.
-//! When a read fills the caller's whole window, more data is probably
-//! waiting: the stream then switches to reading ahead in large chunks into a
-//! buffer of its own, hands them out from memory, and frees that buffer as
-//! soon as the socket runs dry. Idle connections never hold it.
+//! When a read fills a sizeable window, more data is probably waiting: the
+//! stream enters a bulk phase, reading ahead in large chunks into a buffer of
+//! its own and handing them out from memory. The buffer is kept from one
+//! burst to the next (no allocation per message) and freed once the socket
+//! has been quiet for a moment, so idle connections never hold it.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -17,16 +19,31 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Duration, Instant, Sleep};
 
 /// How much one read-ahead system call may bring in.
 const READ_AHEAD: usize = 64 * 1024;
 
+/// A filled window at least this large starts a bulk phase; smaller ones
+/// (the tail of tungstenite's buffer) say nothing about a backlog.
+const BULK_WINDOW: usize = 1024;
+
+/// How long the read-ahead buffer outlives the last bulk read.
+const BULK_LINGER: Duration = Duration::from_secs(1);
+
 /// An accepted client connection.
 pub(crate) struct Stream {
     transport: Transport,
-    ahead: BytesMut,
-    /// The last read filled the caller's window: read ahead next time.
-    hot: bool,
+    bulk: Option<Box<Bulk>>,
+}
+
+/// The read-ahead state of a connection in a bulk phase.
+struct Bulk {
+    buf: BytesMut,
+    /// Fires `BULK_LINGER` after the socket last ran dry following a read.
+    quiet: Pin<Box<Sleep>>,
+    /// Data arrived since the socket last ran dry.
+    active: bool,
 }
 
 enum Transport {
@@ -56,24 +73,12 @@ impl Stream {
     fn new(transport: Transport) -> Self {
         Stream {
             transport,
-            ahead: BytesMut::new(),
-            hot: false,
+            bulk: None,
         }
     }
 
     fn transport(&mut self) -> Pin<&mut (dyn AsyncReadWrite + Unpin + Send)> {
         self.transport.as_io()
-    }
-
-    /// Hands out buffered bytes; frees the buffer once it is drained and the
-    /// socket is no longer busy.
-    fn serve_ahead(&mut self, buf: &mut ReadBuf<'_>) {
-        let n = self.ahead.len().min(buf.remaining());
-        buf.put_slice(&self.ahead[..n]);
-        self.ahead.advance(n);
-        if self.ahead.is_empty() && !self.hot {
-            self.ahead = BytesMut::new();
-        }
     }
 }
 
@@ -99,30 +104,43 @@ impl AsyncRead for Stream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.ahead.is_empty() {
-            this.serve_ahead(buf);
-            return Poll::Ready(Ok(()));
-        }
-        if !this.hot {
-            let before = buf.remaining();
+        let Some(bulk) = &mut this.bulk else {
+            let window = buf.remaining();
             ready!(this.transport().poll_read(cx, buf))?;
-            this.hot = before > 0 && buf.remaining() == 0;
-            return Poll::Ready(Ok(()));
-        }
-        this.ahead.reserve(READ_AHEAD);
-        let read = match tokio_util::io::poll_read_buf(this.transport.as_io(), cx, &mut this.ahead)
-        {
-            Poll::Ready(read) => read?,
-            Poll::Pending => {
-                // The socket ran dry: go back to plain reads, free the buffer.
-                this.hot = false;
-                this.ahead = BytesMut::new();
-                return Poll::Pending;
+            if window >= BULK_WINDOW && buf.remaining() == 0 {
+                this.bulk = Some(Box::new(Bulk {
+                    buf: BytesMut::with_capacity(READ_AHEAD),
+                    quiet: Box::pin(tokio::time::sleep(BULK_LINGER)),
+                    active: true,
+                }));
             }
+            return Poll::Ready(Ok(()));
         };
-        // A short read means the backlog is gone.
-        this.hot = read >= READ_AHEAD / 2;
-        this.serve_ahead(buf);
+        if bulk.buf.is_empty() {
+            // Reuses the allocation once everything in it was handed out.
+            bulk.buf.reserve(READ_AHEAD);
+            match tokio_util::io::poll_read_buf(this.transport.as_io(), cx, &mut bulk.buf) {
+                Poll::Ready(read) => {
+                    read?;
+                    bulk.active = true;
+                }
+                Poll::Pending => {
+                    if bulk.active {
+                        bulk.active = false;
+                        let at = Instant::now() + BULK_LINGER;
+                        bulk.quiet.as_mut().reset(at);
+                    }
+                    if bulk.quiet.as_mut().poll(cx).is_ready() {
+                        // Quiet for a while: back to plain reads, buffer freed.
+                        this.bulk = None;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        let n = bulk.buf.len().min(buf.remaining());
+        buf.put_slice(&bulk.buf[..n]);
+        bulk.buf.advance(n);
         Poll::Ready(Ok(()))
     }
 }
