@@ -6,8 +6,8 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{Upgrade, ACCEPT};
-use squall::testing::{within, TestServer};
+use common::{next_event, Upgrade, ACCEPT};
+use squall::testing::TestServer;
 use squall::{Application, ConnectOptions, Message, WebSocket, WebSocketHandler};
 use tokio::sync::mpsc;
 
@@ -69,12 +69,6 @@ async fn start_with(app: impl FnOnce(Application) -> Application) -> (TestServer
 
 async fn start() -> (TestServer, Events) {
     start_with(|app| app).await
-}
-
-async fn next_event(events: &mut Events) -> String {
-    within("a handler event", events.recv())
-        .await
-        .expect("event channel open")
 }
 
 /// A refused upgrade never reached `open`: a later good connection's `open`

@@ -2,14 +2,14 @@
 //! waits for room, `send` never waits, and the overflow policy decides what
 //! happens to a connection whose queue is full.
 
-mod hardening_common;
+mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hardening_common::*;
-use squall::testing::{next_message, TestServer};
+use common::{assert_accepted, send_until_full, Raw, Upgrade};
+use squall::testing::{assert_closed_with, next_message, within, TestServer};
 use squall::{Application, Message, OverflowPolicy, WebSocket, WebSocketHandler, WebSocketSender};
 use tokio::sync::mpsc;
 
@@ -50,17 +50,22 @@ fn exposed(
 
 /// A raw client with a small receive buffer that completes the handshake
 /// and then never reads.
-async fn never_reading_client(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
-    use tokio::io::AsyncWriteExt;
+async fn never_reading_client(addr: std::net::SocketAddr) -> Raw {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let mut tcp = socket.connect(addr).await.unwrap();
-    tcp.write_all(upgrade_request("/ws").as_bytes())
-        .await
-        .unwrap();
-    let (head, _) = read_response_head(&mut tcp).await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    tcp
+    let mut raw = Raw::new(within("connect", socket.connect(addr)).await.unwrap());
+    assert_accepted(&Upgrade::new(addr, "/ws").send_on(&mut raw).await);
+    raw
+}
+
+/// This process's resident set size in bytes, from /proc/self/status.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 fn proc_max(path: &str) -> usize {
@@ -244,7 +249,7 @@ async fn overflow_closes_with(app: Application, code: u16) {
     for i in 0..accepted {
         assert_eq!(index_of(&next_message(&mut client).await), i as u64);
     }
-    squall::testing::assert_closed_with(&mut client, code).await;
+    assert_closed_with(&mut client, code).await;
     within("on_close", closed.recv()).await.unwrap();
     assert!(sender.is_closed());
     assert!(sender.send("late").unwrap_err().is_closed());
@@ -266,16 +271,7 @@ async fn close_policy_drops_a_client_that_never_reads() {
     let sender = within("open", senders.recv()).await.unwrap();
     // Keep offering until the queue overflows (the kernel absorbs the first
     // few megabytes).
-    let overflowed = within("the queue to overflow", async {
-        loop {
-            match sender.send(vec![0u8; CHUNK]) {
-                Ok(()) => tokio::task::yield_now().await,
-                Err(error) => return error,
-            }
-        }
-    })
-    .await;
-    assert!(overflowed.is_queue_full(), "{overflowed:?}");
+    send_until_full(&sender).await;
     within("on_close", closed.recv()).await.unwrap();
     assert!(sender.is_closed());
     server.shutdown().await;

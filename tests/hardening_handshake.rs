@@ -1,17 +1,18 @@
-//! Hostile handshakes: oversize heads, slowloris, the connection limit and
-//! malformed requests. None of them may reach a handler.
+//! SPEC §3, the hostile request heads: oversize heads (431), slowloris and
+//! silent connections (dropped), the connection limit (503) and malformed
+//! requests (400). None of them may reach a handler; every refusal is a
+//! complete response, after which the server closes the connection.
 
-mod hardening_common;
+mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hardening_common::*;
-use squall::testing::TestServer;
-use squall::{Application, Message, WebSocket, WebSocketHandler};
+use common::{open, read_to_eof, refusal, Upgrade};
+use squall::testing::{next_text, within, TestServer};
+use squall::{Application, Client, Message, WebSocket, WebSocketHandler};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Counts every handler method that runs.
 struct Counted(Arc<AtomicUsize>);
@@ -38,11 +39,21 @@ fn counted_app(app: Application) -> (Application, Arc<AtomicUsize>) {
     (app.websocket("/ws", move || Counted(c.clone())), calls)
 }
 
-/// Sends `request` raw and returns the whole response (the server closes).
-async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(request).await.unwrap();
-    read_to_close(&mut tcp).await
+/// Connects to `/ws`, retrying while the server answers 503 (until a slot
+/// is free).
+async fn connect_once_a_slot_is_free(server: &TestServer) -> Client {
+    within("a free connection slot", async {
+        loop {
+            match squall::connect(&server.url("/ws")).await {
+                Ok(client) => return client,
+                Err(error) if error.status() == Some(http::StatusCode::SERVICE_UNAVAILABLE) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                Err(error) => panic!("{error}"),
+            }
+        }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -53,16 +64,15 @@ async fn oversize_head_gets_431() {
         "GET /ws HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "a".repeat(2000)
     );
-    let response = exchange(server.addr(), big.as_bytes()).await;
-    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+    assert_eq!(refusal(server.addr(), big.as_bytes()).await.status, 431);
     // Too many header lines is too large as well.
     let many: String = (0..100).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let response = exchange(
+    let response = refusal(
         server.addr(),
         format!("GET /ws HTTP/1.1\r\n{many}\r\n").as_bytes(),
     )
     .await;
-    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+    assert_eq!(response.status, 431);
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     server.shutdown().await;
 }
@@ -75,8 +85,7 @@ async fn default_head_limit_is_16_kib() {
         "GET /ws HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "a".repeat(17 * 1024)
     );
-    let response = exchange(server.addr(), big.as_bytes()).await;
-    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+    assert_eq!(refusal(server.addr(), big.as_bytes()).await.status, 431);
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     server.shutdown().await;
 }
@@ -93,10 +102,10 @@ async fn slowloris_is_dropped_and_its_slot_freed() {
     );
     let server = TestServer::start(app).await;
 
-    let mut slow = TcpStream::connect(server.addr()).await.unwrap();
+    let mut slow = open(server.addr()).await;
     let started = Instant::now();
-    let request = upgrade_request("/ws").into_bytes();
-    let (mut read_half, mut write_half) = slow.split();
+    let request = Upgrade::new(server.addr(), "/ws").to_bytes();
+    let (mut read_half, mut write_half) = tokio::io::split(&mut slow);
     let attack = async {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         for byte in &request {
@@ -122,20 +131,9 @@ async fn slowloris_is_dropped_and_its_slot_freed() {
     drop(slow);
 
     // The only slot is free again: a well-behaved client is served.
-    let mut client = within("a connection after the drop", async {
-        loop {
-            match squall::connect(&server.url("/ws")).await {
-                Ok(client) => return client,
-                Err(error) if error.status() == Some(http::StatusCode::SERVICE_UNAVAILABLE) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await
-                }
-                Err(error) => panic!("{error}"),
-            }
-        }
-    })
-    .await;
+    let mut client = connect_once_a_slot_is_free(&server).await;
     client.send("ok").await.unwrap();
-    assert_eq!(squall::testing::next_text(&mut client).await, "ok");
+    assert_eq!(next_text(&mut client).await, "ok");
     assert_eq!(calls.load(Ordering::SeqCst), 2, "prepare and open, once");
     client.close(1000, "").await;
     server.shutdown().await;
@@ -160,28 +158,20 @@ async fn connections_past_the_limit_get_503() {
         );
     }
     // A raw look at the 503.
-    let response = exchange(server.addr(), upgrade_request("/ws").as_bytes()).await;
-    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    let request = Upgrade::new(server.addr(), "/ws").to_bytes();
+    assert_eq!(refusal(server.addr(), &request).await.status, 503);
     assert_eq!(calls.load(Ordering::SeqCst), 6, "no handler ran for them");
     // The ones in keep working.
     for client in &mut clients {
         client.send("hi").await.unwrap();
-        assert_eq!(squall::testing::next_text(client).await, "hi");
+        assert_eq!(next_text(client).await, "hi");
     }
     // Closing one frees a slot.
     let mut first = clients.remove(0);
     first.close(1000, "").await;
-    let mut again = within("a freed slot", async {
-        loop {
-            match squall::connect(&server.url("/ws")).await {
-                Ok(client) => return client,
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        }
-    })
-    .await;
+    let mut again = connect_once_a_slot_is_free(&server).await;
     again.send("back").await.unwrap();
-    assert_eq!(squall::testing::next_text(&mut again).await, "back");
+    assert_eq!(next_text(&mut again).await, "back");
     again.close(1000, "").await;
     for mut client in clients {
         client.close(1000, "").await;
@@ -196,6 +186,7 @@ async fn malformed_requests_get_400() {
     let server = TestServer::start(app).await;
     let cases: &[&[u8]] = &[
         b"GARBAGE\r\n\r\n",
+        b"THIS IS NOT HTTP\r\n\r\n",
         b"GET\r\n\r\n",
         b"GET /ws\r\n\r\n",
         b"GET /ws HTTP/9.9\r\n\r\n",
@@ -208,9 +199,10 @@ async fn malformed_requests_get_400() {
         b"GET /w s HTTP/1.1\r\nHost: x\r\n\r\n",
     ];
     for case in cases {
-        let response = exchange(server.addr(), case).await;
-        assert!(
-            response.starts_with("HTTP/1.1 400"),
+        let response = refusal(server.addr(), case).await;
+        assert_eq!(
+            response.status,
+            400,
             "{:?} -> {response:?}",
             String::from_utf8_lossy(case)
         );
@@ -226,10 +218,13 @@ async fn silent_connection_is_dropped() {
     let (app, _calls) =
         counted_app(Application::new().request_head_timeout(Duration::from_millis(200)));
     let server = TestServer::start(app).await;
-    let mut tcp = TcpStream::connect(server.addr()).await.unwrap();
+    let mut raw = open(server.addr()).await;
     let started = Instant::now();
-    let rest = read_to_close(&mut tcp).await;
-    assert!(rest.is_empty(), "{rest}");
+    assert_eq!(
+        read_to_eof(&mut raw).await,
+        b"",
+        "dropped without a response"
+    );
     assert!(started.elapsed() >= Duration::from_millis(200));
     server.shutdown().await;
 }

@@ -1,14 +1,11 @@
 //! Panics in handler methods: the connection closes with 1011, the panic is
-//! logged, `on_close` still runs, and the server and every other connection
-//! carry on.
-
-mod hardening_common;
+//! logged, `on_close` still runs exactly once, and the server and every other
+//! connection carry on.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use hardening_common::*;
-use squall::testing::{assert_closed_with, next_text, TestServer};
+use squall::testing::{assert_closed_with, next_text, within, TestServer};
 use squall::{Application, Message, WebSocket, WebSocketHandler};
 use tokio::sync::mpsc;
 
@@ -66,13 +63,31 @@ impl Log {
     }
 }
 
-fn app() -> (Application, mpsc::UnboundedReceiver<&'static str>) {
+type Closed = mpsc::UnboundedReceiver<&'static str>;
+
+fn app() -> (Application, Closed) {
     let (closed, closed_rx) = mpsc::unbounded_channel();
     let app = Application::new().websocket("/ws", move || Fragile {
         closed: closed.clone(),
         panic_in_close: false,
     });
     (app, closed_rx)
+}
+
+/// A new connection is served: the server carries on.
+async fn assert_still_serving(server: &TestServer) {
+    let mut other = server.connect("/ws").await;
+    other.send("x").await.unwrap();
+    assert_eq!(next_text(&mut other).await, "x");
+    other.close(1000, "").await;
+}
+
+/// Shuts the server down, which drops every handler and the factory, and
+/// asserts that no `on_close` ran beyond those already received.
+async fn shutdown_with_no_more_closes(server: TestServer, mut closed: Closed) {
+    server.shutdown().await;
+    let more = within("the handlers to be dropped", closed.recv()).await;
+    assert_eq!(more, None, "on_close ran more than once per connection");
 }
 
 /// 100 connections open; one panics in `on_message`: it alone closes with
@@ -122,7 +137,7 @@ async fn panic_in_one_of_100_connections() {
     for _ in 0..100 {
         within("on_close", closed.recv()).await.unwrap();
     }
-    server.shutdown().await;
+    shutdown_with_no_more_closes(server, closed).await;
 }
 
 /// Messages written before the panic are delivered before the 1011.
@@ -135,7 +150,7 @@ async fn writes_before_a_panic_are_delivered() {
     assert_eq!(next_text(&mut client).await, "written before the panic");
     assert_closed_with(&mut client, 1011).await;
     within("on_close", closed.recv()).await.unwrap();
-    server.shutdown().await;
+    shutdown_with_no_more_closes(server, closed).await;
 }
 
 #[tokio::test]
@@ -145,11 +160,9 @@ async fn panic_in_open_closes_with_1011() {
     let mut client = server.connect("/ws?panic=open").await;
     assert_closed_with(&mut client, 1011).await;
     within("on_close", closed.recv()).await.unwrap();
-    let mut other = server.connect("/ws").await;
-    other.send("x").await.unwrap();
-    assert_eq!(next_text(&mut other).await, "x");
-    other.close(1000, "").await;
-    server.shutdown().await;
+    assert_still_serving(&server).await;
+    within("on_close", closed.recv()).await.unwrap();
+    shutdown_with_no_more_closes(server, closed).await;
 }
 
 /// A panic in `on_close` is contained too: the server keeps serving.
@@ -160,9 +173,7 @@ async fn panic_in_on_close_is_contained() {
     let mut client = server.connect("/ws?panic=close").await;
     client.close(1000, "").await;
     within("on_close", closed.recv()).await.unwrap();
-    let mut other = server.connect("/ws").await;
-    other.send("x").await.unwrap();
-    assert_eq!(next_text(&mut other).await, "x");
-    other.close(1000, "").await;
-    server.shutdown().await;
+    assert_still_serving(&server).await;
+    within("on_close", closed.recv()).await.unwrap();
+    shutdown_with_no_more_closes(server, closed).await;
 }

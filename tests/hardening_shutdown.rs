@@ -1,20 +1,20 @@
 //! Graceful shutdown: stop accepting, deliver what is queued, send 1001 to
 //! every socket, run every `on_close`, return when done or at the deadline.
 
-mod hardening_common;
+mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hardening_common::*;
-use squall::testing::{assert_closed_with, next_text};
+use common::raw_websocket;
+use squall::testing::{assert_closed_with, next_text, within};
 use squall::{Application, Message, WebSocket, WebSocketHandler, WebSocketSender};
 use tokio::sync::mpsc;
 
+/// Hands each connection's sender to the test, and reports the close code
+/// each `on_close` sees.
 struct Tracked {
     senders: mpsc::UnboundedSender<WebSocketSender>,
-    closed: Arc<AtomicUsize>,
+    closed: mpsc::UnboundedSender<Option<u16>>,
 }
 
 impl WebSocketHandler for Tracked {
@@ -22,9 +22,23 @@ impl WebSocketHandler for Tracked {
         self.senders.send(ws.sender()).unwrap();
     }
     async fn on_message(&mut self, _ws: &WebSocket, _msg: Message) {}
-    async fn on_close(&mut self, _ws: &WebSocket) {
-        self.closed.fetch_add(1, Ordering::SeqCst);
+    async fn on_close(&mut self, ws: &WebSocket) {
+        let _ = self.closed.send(ws.close_code());
     }
+}
+
+type Senders = mpsc::UnboundedReceiver<WebSocketSender>;
+type Closed = mpsc::UnboundedReceiver<Option<u16>>;
+
+/// `app` with [`Tracked`] handlers on `/ws`.
+fn tracked(app: Application) -> (Application, Senders, Closed) {
+    let (senders, senders_rx) = mpsc::unbounded_channel();
+    let (closed, closed_rx) = mpsc::unbounded_channel();
+    let app = app.websocket("/ws", move || Tracked {
+        senders: senders.clone(),
+        closed: closed.clone(),
+    });
+    (app, senders_rx, closed_rx)
 }
 
 const CONNECTIONS: usize = 1000;
@@ -32,18 +46,10 @@ const QUEUED: usize = 5;
 
 /// 1 000 connections, each with messages queued at the moment of the
 /// shutdown call: each receives all of them, then 1001; every `on_close`
-/// runs; the server returns.
+/// runs exactly once and sees the client's answering 1001; the server returns.
 #[tokio::test]
 async fn thousand_connections_get_their_queue_then_1001() {
-    let (senders_tx, mut senders_rx) = mpsc::unbounded_channel();
-    let closed = Arc::new(AtomicUsize::new(0));
-    let app = Application::new().websocket("/ws", {
-        let closed = closed.clone();
-        move || Tracked {
-            senders: senders_tx.clone(),
-            closed: closed.clone(),
-        }
-    });
+    let (app, mut senders_rx, mut closed) = tracked(Application::new());
     let handle = app.handle();
     let server = app.bind("127.0.0.1:0").await.unwrap();
     let addr = server.local_addr().unwrap();
@@ -94,30 +100,29 @@ async fn thousand_connections_get_their_queue_then_1001() {
         .unwrap()
         .unwrap();
     within("stopped", handle.stopped()).await;
-    assert_eq!(closed.load(Ordering::SeqCst), CONNECTIONS);
+    // The server has returned and dropped every handler: the channel ends.
+    let mut codes = Vec::new();
+    while let Some(code) = within("the on_close reports", closed.recv()).await {
+        codes.push(code);
+    }
+    assert_eq!(codes.len(), CONNECTIONS, "one on_close per connection");
+    assert!(codes.iter().all(|&code| code == Some(1001)), "{codes:?}");
 }
 
 /// A client that never answers the close frame cannot hold the shutdown past
 /// its deadline.
 #[tokio::test]
 async fn shutdown_returns_by_the_deadline() {
-    let (senders_tx, mut senders_rx) = mpsc::unbounded_channel();
-    let closed = Arc::new(AtomicUsize::new(0));
-    let app = Application::new()
-        .shutdown_timeout(Duration::from_millis(300))
-        .websocket_close_timeout(Duration::from_secs(60))
-        .websocket("/ws", {
-            let closed = closed.clone();
-            move || Tracked {
-                senders: senders_tx.clone(),
-                closed: closed.clone(),
-            }
-        });
+    let (app, mut senders_rx, _closed) = tracked(
+        Application::new()
+            .shutdown_timeout(Duration::from_millis(300))
+            .websocket_close_timeout(Duration::from_secs(60)),
+    );
     let handle = app.handle();
     let server = app.bind("127.0.0.1:0").await.unwrap();
     let addr = server.local_addr().unwrap();
     let running = tokio::spawn(server.run());
-    let (_silent, _) = raw_upgrade(addr, "/ws").await;
+    let _silent = raw_websocket(addr, "/ws").await;
     within("open", senders_rx.recv()).await.unwrap();
     let started = Instant::now();
     handle.shutdown();

@@ -2,13 +2,13 @@
 
 #![cfg(feature = "tls")]
 
-mod hardening_common;
+mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hardening_common::*;
-use squall::testing::{assert_closed_with, next_text};
+use common::{send_until_full, Upgrade};
+use squall::testing::{assert_closed_with, next_text, within};
 use squall::{Application, ConnectOptions, Message, OverflowPolicy, WebSocket, WebSocketHandler};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -151,22 +151,14 @@ async fn never_reading_tls_client_is_dropped() {
         .connect("localhost".try_into().unwrap(), tcp)
         .await
         .unwrap();
-    tls.write_all(upgrade_request("/ws").as_bytes())
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], fx.port));
+    tls.write_all(&Upgrade::new(addr, "/ws").to_bytes())
         .await
         .unwrap();
     tls.flush().await.unwrap();
     let sender = within("open", fx.senders.recv()).await.unwrap();
     // Never read from `tls` again.
-    let overflowed = within("the queue to overflow", async {
-        loop {
-            match sender.send(vec![0u8; 64 * 1024]) {
-                Ok(()) => tokio::task::yield_now().await,
-                Err(error) => return error,
-            }
-        }
-    })
-    .await;
-    assert!(overflowed.is_queue_full(), "{overflowed:?}");
+    send_until_full(&sender).await;
     within("on_close", fx.closed.recv()).await.unwrap();
     fx.handle.shutdown();
     within("the server", fx.running).await.unwrap().unwrap();

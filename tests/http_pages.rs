@@ -1,10 +1,8 @@
-//! SPEC §4 and the §3 rows about request heads: pages, GET handlers with path
-//! parameters, HEAD, 405, keep-alive, `Connection: close`, malformed and
-//! oversized heads, and the slow-head timeout. All on raw bytes.
+//! SPEC §4: pages, GET handlers with path parameters, HEAD, 405, keep-alive
+//! and `Connection: close`, all on raw bytes. Hostile request heads
+//! (malformed, oversized, slow) are in `hardening_handshake.rs`.
 
 mod common;
-
-use std::time::Duration;
 
 use common::{open, read_response, read_to_eof, request};
 use squall::testing::TestServer;
@@ -13,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 const HTML: &str = "<!doctype html><title>squall</title><p>hello</p>";
 
-async fn start_with(settings: impl FnOnce(Application) -> Application) -> TestServer {
+async fn start() -> TestServer {
     let app = Application::new().page("/", HTML).get(
         "/hello/{name}",
         |request: http::Request<()>| async move {
@@ -21,11 +19,7 @@ async fn start_with(settings: impl FnOnce(Application) -> Application) -> TestSe
             http::Response::new(format!("hello {name}"))
         },
     );
-    TestServer::start(settings(app)).await
-}
-
-async fn start() -> TestServer {
-    start_with(|app| app).await
+    TestServer::start(app).await
 }
 
 fn get(path: &str) -> Vec<u8> {
@@ -123,32 +117,4 @@ async fn connection_close_is_honoured() {
     assert_eq!(response.status, 200);
     assert_eq!(response.header("connection"), Some("close"));
     assert_eq!(read_to_eof(&mut raw).await, b"");
-}
-
-#[tokio::test]
-async fn malformed_request_line_is_400() {
-    let server = start().await;
-    let (response, _) = request(server.addr(), b"THIS IS NOT HTTP\r\n\r\n").await;
-    assert_eq!(response.status, 400);
-}
-
-#[tokio::test]
-async fn request_head_over_16_kib_is_431() {
-    let server = start().await;
-    let big = "a".repeat(17 * 1024);
-    let head = format!("GET / HTTP/1.1\r\nHost: test\r\nX-Big: {big}\r\n\r\n");
-    let (response, _) = request(server.addr(), head.as_bytes()).await;
-    assert_eq!(response.status, 431);
-}
-
-#[tokio::test]
-async fn request_head_not_complete_in_time_is_dropped() {
-    let server = start_with(|app| app.request_head_timeout(Duration::from_millis(100))).await;
-    let mut raw = open(server.addr()).await;
-    raw.write_all(b"GET / HTTP/1.1\r\nHost: te").await.unwrap();
-    assert_eq!(
-        read_to_eof(&mut raw).await,
-        b"",
-        "dropped without a response"
-    );
 }

@@ -2,19 +2,20 @@
 //! accepts (keeping a user for the connection) or refuses with any HTTP
 //! response.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{RawResponse, Upgrade};
 use squall::http::{header, Request, Response, StatusCode};
 use squall::testing::{next_text, within, TestServer};
 use squall::{
     Application, Bytes, ConnectOptions, CurrentUser, Message, RequestExt, WebSocket,
     WebSocketHandler,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -138,28 +139,19 @@ async fn start() -> (TestServer, Arc<Probe>) {
     (TestServer::start(app(&probe)).await, probe)
 }
 
-/// Sends an upgrade request by hand and returns the whole response (the
-/// server closes the connection after a refusal).
-async fn raw_upgrade(addr: SocketAddr, target: &str, extra: &str) -> String {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    within("the refusal", stream.read_to_end(&mut response))
-        .await
-        .unwrap();
-    String::from_utf8(response).unwrap()
+/// Sends an upgrade request by hand (with an `Origin` if given) and returns
+/// the refusal, after which the server must close the connection.
+async fn refused_upgrade(addr: SocketAddr, target: &str, origin: Option<&str>) -> RawResponse {
+    let mut upgrade = Upgrade::new(addr, target);
+    if let Some(origin) = origin {
+        upgrade = upgrade.header("Origin", origin);
+    }
+    common::refusal(addr, &upgrade.to_bytes()).await
 }
 
-fn header_value<'a>(response: &'a str, name: &str) -> Option<&'a str> {
-    let head = response.split("\r\n\r\n").next()?;
-    head.lines().skip(1).find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        key.eq_ignore_ascii_case(name).then(|| value.trim())
-    })
+/// The status code and reason phrase.
+fn status_line(response: &RawResponse) -> (u16, &str) {
+    (response.status, response.reason.as_str())
 }
 
 async fn refused_status(server: &TestServer, target: &str) -> StatusCode {
@@ -200,18 +192,15 @@ async fn accepted_user_is_kept_in_self_and_readable_from_ws() {
 async fn refused_with_401_and_www_authenticate() {
     let (server, probe) = start().await;
 
-    let response = raw_upgrade(server.addr(), "/ws?mode=401", "").await;
-    assert!(
-        response.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
-        "{response}"
-    );
+    let response = refused_upgrade(server.addr(), "/ws?mode=401", None).await;
+    assert_eq!(status_line(&response), (401, "Unauthorized"));
     assert_eq!(
-        header_value(&response, "www-authenticate"),
+        response.header("www-authenticate"),
         Some("Bearer realm=\"squall\"")
     );
-    assert_eq!(header_value(&response, "connection"), Some("close"));
-    assert_eq!(header_value(&response, "content-length"), Some("12"));
-    assert!(response.ends_with("\r\n\r\nwho are you?"), "{response}");
+    assert_eq!(response.header("connection"), Some("close"));
+    assert_eq!(response.header("content-length"), Some("12"));
+    assert_eq!(response.body_text(), "who are you?");
 
     assert_eq!(
         refused_status(&server, "/ws?mode=401").await,
@@ -224,12 +213,9 @@ async fn refused_with_401_and_www_authenticate() {
 #[tokio::test]
 async fn refused_with_403() {
     let (server, probe) = start().await;
-    let response = raw_upgrade(server.addr(), "/ws?mode=403", "").await;
-    assert!(
-        response.starts_with("HTTP/1.1 403 Forbidden\r\n"),
-        "{response}"
-    );
-    assert!(response.ends_with("not you"), "{response}");
+    let response = refused_upgrade(server.addr(), "/ws?mode=403", None).await;
+    assert_eq!(status_line(&response), (403, "Forbidden"));
+    assert_eq!(response.body_text(), "not you");
     assert_eq!(
         refused_status(&server, "/ws?mode=403").await,
         StatusCode::FORBIDDEN
@@ -241,13 +227,10 @@ async fn refused_with_403() {
 #[tokio::test]
 async fn refused_with_302_to_login() {
     let (server, probe) = start().await;
-    let response = raw_upgrade(server.addr(), "/ws?mode=302", "").await;
-    assert!(response.starts_with("HTTP/1.1 302 Found\r\n"), "{response}");
-    assert_eq!(
-        header_value(&response, "location"),
-        Some("/login?next=%2Fws")
-    );
-    assert_eq!(header_value(&response, "content-length"), Some("0"));
+    let response = refused_upgrade(server.addr(), "/ws?mode=302", None).await;
+    assert_eq!(status_line(&response), (302, "Found"));
+    assert_eq!(response.header("location"), Some("/login?next=%2Fws"));
+    assert_eq!(response.header("content-length"), Some("0"));
     assert_eq!(
         refused_status(&server, "/ws?mode=302").await,
         StatusCode::FOUND
@@ -290,11 +273,8 @@ async fn prepare_timeout_answers_503() {
     let server = TestServer::start(app(&probe).prepare_timeout(Duration::from_millis(100))).await;
 
     let started = tokio::time::Instant::now();
-    let response = raw_upgrade(server.addr(), "/ws?mode=forever", "").await;
-    assert!(
-        response.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
-        "{response}"
-    );
+    let response = refused_upgrade(server.addr(), "/ws?mode=forever", None).await;
+    assert_eq!(status_line(&response), (503, "Service Unavailable"));
     assert!(started.elapsed() >= Duration::from_millis(100));
     assert_eq!(
         refused_status(&server, "/ws?mode=forever").await,
@@ -328,23 +308,17 @@ async fn prepare_panic_answers_500() {
 #[tokio::test]
 async fn prepare_runs_before_check_origin() {
     let (server, probe) = start().await;
-    let cross_origin = "Origin: http://evil.example\r\n";
+    let cross_origin = Some("http://evil.example");
 
     // Refused by prepare: prepare's status, not check_origin's 403.
-    let response = raw_upgrade(server.addr(), "/ws?mode=401", cross_origin).await;
-    assert!(
-        response.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
-        "{response}"
-    );
-    assert!(header_value(&response, "www-authenticate").is_some());
+    let response = refused_upgrade(server.addr(), "/ws?mode=401", cross_origin).await;
+    assert_eq!(status_line(&response), (401, "Unauthorized"));
+    assert!(response.header("www-authenticate").is_some());
 
     // Accepted by prepare: check_origin (false here) still applies after it.
-    let response = raw_upgrade(server.addr(), "/ws", cross_origin).await;
-    assert!(
-        response.starts_with("HTTP/1.1 403 Forbidden\r\n"),
-        "{response}"
-    );
-    assert!(response.ends_with("Cross origin websockets not allowed"));
+    let response = refused_upgrade(server.addr(), "/ws", cross_origin).await;
+    assert_eq!(status_line(&response), (403, "Forbidden"));
+    assert_eq!(response.body_text(), "Cross origin websockets not allowed");
 
     server.shutdown().await;
     assert_eq!(probe.prepares.load(Ordering::SeqCst), 2);

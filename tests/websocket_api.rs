@@ -1,19 +1,15 @@
-//! SPEC §2 (the `WebSocket` context a handler gets) and the §3 rows about
-//! frames: echo, JSON, request data, the sender handle, handler ordering,
-//! writes after close, closing from the handler, pings and pongs, and the
-//! close codes for oversized, invalid and protocol-breaking input.
-
-mod common;
+//! SPEC §2 (the `WebSocket` context a handler gets): echo, JSON, request
+//! data, the sender handle, handler ordering, writes after close, closing
+//! from the handler, pings and pongs. The close codes for oversized, invalid
+//! and protocol-breaking input are in `frames.rs`.
 
 use std::sync::Arc;
 
-use common::{frame, masked, raw_websocket, read_close, read_to_eof};
 use futures_util::{SinkExt, StreamExt};
 use squall::testing::{assert_closed_with, next_message, next_text, within, TestServer};
 use squall::{
     Application, Bytes, ConnectOptions, Message, WebSocket, WebSocketHandler, WebSocketSender,
 };
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -117,10 +113,6 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Harness {
-        Self::start_with(|app| app).await
-    }
-
-    async fn start_with(settings: impl FnOnce(Application) -> Application) -> Harness {
         let (events_tx, events) = mpsc::unbounded_channel();
         let (senders_tx, senders) = mpsc::unbounded_channel();
         let gate = Arc::new(Notify::new());
@@ -134,7 +126,7 @@ impl Harness {
             .websocket("/ws", move || Api(ctx.clone()))
             .websocket("/chat/{room}", move || Api(for_chat.clone()));
         Harness {
-            server: TestServer::start(settings(app)).await,
+            server: TestServer::start(app).await,
             events,
             senders,
             gate,
@@ -355,75 +347,4 @@ async fn ws_ping_reaches_the_client_and_on_pong_gets_the_answer() {
     assert_eq!(h.event_after_open().await, "start ping");
     assert_eq!(h.event().await, "end ping");
     assert_eq!(h.event().await, "pong hello");
-}
-
-#[tokio::test]
-async fn message_over_max_message_size_closes_1009() {
-    let h = Harness::start_with(|app| app.websocket_max_message_size(1024)).await;
-    let mut client = h.server.connect("/ws").await;
-    let at_limit = "a".repeat(1024);
-    client.send(at_limit.as_str()).await.unwrap();
-    assert_eq!(next_text(&mut client).await, at_limit);
-    client.send("a".repeat(1025)).await.unwrap();
-    assert_closed_with(&mut client, 1009).await;
-}
-
-#[tokio::test]
-async fn fragmented_message_over_max_message_size_closes_1009() {
-    // Each fragment is within the limit; the message is not.
-    let mut bytes = frame(0x01, &[b'a'; 512], true);
-    bytes.extend(frame(0x00, &[b'a'; 512], true));
-    bytes.extend(frame(0x80, &[b'a'; 512], true));
-    let code = close_code_with(|app| app.websocket_max_message_size(1024), &bytes).await;
-    assert_eq!(code, 1009);
-}
-
-/// Sends `bytes` on a freshly upgraded raw connection and returns the close
-/// code the server answers with; the server then drops the connection.
-async fn close_code_for(bytes: &[u8]) -> u16 {
-    close_code_with(|app| app, bytes).await
-}
-
-async fn close_code_with(settings: impl FnOnce(Application) -> Application, bytes: &[u8]) -> u16 {
-    let h = Harness::start_with(settings).await;
-    let mut raw = raw_websocket(h.server.addr(), "/ws").await;
-    raw.write_all(bytes).await.unwrap();
-    let (code, _reason) = read_close(&mut raw).await;
-    read_to_eof(&mut raw).await;
-    code
-}
-
-#[tokio::test]
-async fn invalid_utf8_text_closes_1007() {
-    assert_eq!(close_code_for(&masked(0x1, &[0xc3, 0x28])).await, 1007);
-}
-
-#[tokio::test]
-async fn unmasked_client_frame_closes_1002() {
-    assert_eq!(close_code_for(&frame(0x81, b"hi", false)).await, 1002);
-}
-
-#[tokio::test]
-async fn bad_opcode_closes_1002() {
-    assert_eq!(close_code_for(&masked(0x3, b"hi")).await, 1002);
-}
-
-#[tokio::test]
-async fn reserved_bits_set_closes_1002() {
-    // RSV1 without a negotiated extension.
-    assert_eq!(
-        close_code_for(&frame(0x80 | 0x40 | 0x1, b"hi", true)).await,
-        1002
-    );
-}
-
-#[tokio::test]
-async fn fragmented_control_frame_closes_1002() {
-    // A ping without FIN.
-    assert_eq!(close_code_for(&frame(0x09, b"hi", true)).await, 1002);
-}
-
-#[tokio::test]
-async fn control_frame_over_125_bytes_closes_1002() {
-    assert_eq!(close_code_for(&masked(0x9, &[b'p'; 126])).await, 1002);
 }

@@ -1,25 +1,36 @@
-//! Raw-socket helpers shared by the integration tests: exact HTTP requests and
-//! responses, and hand-made WebSocket frames, for the cases where squall's own
-//! client would hide what is on the wire.
+//! Raw-socket helpers shared by the integration tests, for the cases where
+//! squall's own client would hide what is on the wire: exact HTTP requests
+//! and responses ([`Upgrade`], [`request`], [`read_response`]) and
+//! hand-made WebSocket frames ([`Frame`], [`read_frame`], [`read_close`]).
 //!
-//! Every read is bounded by `squall::testing::within`.
+//! Every wait is bounded by `squall::testing::within`.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 
 use squall::testing::within;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 
 /// A raw connection. Reads are buffered so that the bytes after a response
 /// head (a body, or the first WebSocket frames) are never lost; writes go
 /// straight through.
 pub type Raw = BufReader<TcpStream>;
 
-/// The key of RFC 6455's example handshake and the accept value it derives.
+/// The key of RFC 6455's example handshake.
 pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+/// The `Sec-WebSocket-Accept` value derived from [`KEY`].
 pub const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// Opcodes (RFC 6455 §5.2).
+pub const CONTINUATION: u8 = 0x0;
+pub const TEXT: u8 = 0x1;
+pub const BINARY: u8 = 0x2;
+pub const CLOSE: u8 = 0x8;
+pub const PING: u8 = 0x9;
+pub const PONG: u8 = 0xa;
 
 /// Opens a raw TCP connection.
 pub async fn open(addr: SocketAddr) -> Raw {
@@ -30,10 +41,34 @@ pub async fn open(addr: SocketAddr) -> Raw {
     )
 }
 
+/// The next event a handler reported on `events`.
+pub async fn next_event<T>(events: &mut mpsc::UnboundedReceiver<T>) -> T {
+    within("a handler event", events.recv())
+        .await
+        .expect("event channel open")
+}
+
+/// Keeps offering 64 KiB messages with non-waiting sends, yielding between
+/// them, until the connection's send queue is full (`QueueFull`).
+pub async fn send_until_full(sender: &squall::WebSocketSender) {
+    let error = within("the queue to overflow", async {
+        loop {
+            match sender.send(vec![0u8; 64 * 1024]) {
+                Ok(()) => tokio::task::yield_now().await,
+                Err(error) => return error,
+            }
+        }
+    })
+    .await;
+    assert!(error.is_queue_full(), "{error:?}");
+}
+
 /// An HTTP response as read off the wire.
 #[derive(Debug)]
 pub struct RawResponse {
     pub status: u16,
+    /// The reason phrase of the status line.
+    pub reason: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
@@ -47,6 +82,7 @@ impl RawResponse {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The body, which must be UTF-8.
     pub fn body_text(&self) -> &str {
         std::str::from_utf8(&self.body).expect("UTF-8 body")
     }
@@ -58,11 +94,11 @@ pub async fn read_response(raw: &mut Raw, to_head: bool) -> RawResponse {
     within("an HTTP response", async {
         let mut status_line = String::new();
         raw.read_line(&mut status_line).await.expect("status line");
-        assert!(
-            status_line.starts_with("HTTP/1.1 "),
-            "not a status line: {status_line:?}"
-        );
-        let status = status_line[9..12].parse().expect("status code");
+        let status_line = status_line.trim_end_matches(['\r', '\n']);
+        let rest = status_line
+            .strip_prefix("HTTP/1.1 ")
+            .unwrap_or_else(|| panic!("not a status line: {status_line:?}"));
+        let (status, reason) = rest.split_once(' ').unwrap_or((rest, ""));
         let mut headers = Vec::new();
         loop {
             let mut line = String::new();
@@ -75,11 +111,12 @@ pub async fn read_response(raw: &mut Raw, to_head: bool) -> RawResponse {
             headers.push((name.trim().to_owned(), value.trim().to_owned()));
         }
         let mut response = RawResponse {
-            status,
+            status: status.parse().expect("status code"),
+            reason: reason.to_owned(),
             headers,
             body: Vec::new(),
         };
-        if !to_head && status != 101 {
+        if !to_head && response.status != 101 {
             let len: usize = response
                 .header("content-length")
                 .expect("Content-Length")
@@ -101,12 +138,25 @@ pub async fn request(addr: SocketAddr, request: &[u8]) -> (RawResponse, Raw) {
     (response, raw)
 }
 
-/// Reads until the peer closes the connection; fails the test if it does
-/// not within the bound. Returns what was read.
-pub async fn read_to_eof(raw: &mut Raw) -> Vec<u8> {
+/// Sends `request` bytes on a fresh connection, reads the response, and
+/// asserts that the server then closes the connection with nothing more.
+pub async fn refusal(addr: SocketAddr, bytes: &[u8]) -> RawResponse {
+    let (response, mut raw) = request(addr, bytes).await;
+    let rest = read_to_eof(&mut raw).await;
+    assert!(
+        rest.is_empty(),
+        "bytes after the response to {:?}: {:?}",
+        String::from_utf8_lossy(bytes),
+        String::from_utf8_lossy(&rest)
+    );
+    response
+}
+
+/// Reads until the peer closes the connection (a reset counts too); fails
+/// the test if it does not within the bound. Returns what was read.
+pub async fn read_to_eof(raw: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
     within("the connection to close", async {
         let mut rest = Vec::new();
-        // A reset counts as closed too.
         let _ = raw.read_to_end(&mut rest).await;
         rest
     })
@@ -136,6 +186,7 @@ impl Upgrade {
         }
     }
 
+    /// Replaces the method (`GET`).
     pub fn method(mut self, method: &str) -> Self {
         self.method = method.into();
         self
@@ -154,6 +205,7 @@ impl Upgrade {
         self
     }
 
+    /// The request as sent.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = format!("{} {} HTTP/1.1\r\n", self.method, self.path);
         for (name, value) in &self.headers {
@@ -163,55 +215,123 @@ impl Upgrade {
         out.into_bytes()
     }
 
-    /// Sends the request on a fresh connection and reads the response head
-    /// (and body, unless it is a 101).
-    pub async fn send(&self, addr: SocketAddr) -> (RawResponse, Raw) {
-        request(addr, &self.to_bytes()).await
+    /// Sends the request on `raw` and reads the response head (and body,
+    /// unless it is a 101).
+    pub async fn send_on(&self, raw: &mut Raw) -> RawResponse {
+        raw.write_all(&self.to_bytes())
+            .await
+            .expect("write request");
+        read_response(raw, false).await
     }
+
+    /// Sends the request on a fresh connection and reads the response.
+    pub async fn send(&self, addr: SocketAddr) -> (RawResponse, Raw) {
+        let mut raw = open(addr).await;
+        let response = self.send_on(&mut raw).await;
+        (response, raw)
+    }
+}
+
+/// Asserts that `response` accepts the upgrade of [`Upgrade::new`].
+pub fn assert_accepted(response: &RawResponse) {
+    assert_eq!(response.status, 101, "upgrade refused: {response:?}");
+    assert_eq!(response.header("sec-websocket-accept"), Some(ACCEPT));
 }
 
 /// Completes a valid upgrade to `path` over a raw socket.
 pub async fn raw_websocket(addr: SocketAddr, path: &str) -> Raw {
     let (response, raw) = Upgrade::new(addr, path).send(addr).await;
-    assert_eq!(response.status, 101, "upgrade refused: {response:?}");
-    assert_eq!(response.header("sec-websocket-accept"), Some(ACCEPT));
+    assert_accepted(&response);
     raw
 }
 
-/// A single client frame: `first` is the FIN/RSV/opcode byte. Masked unless
-/// `masked` is false (which a server must refuse).
-pub fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
-    let mut out = vec![first];
-    let mask_bit = if masked { 0x80 } else { 0 };
-    match payload.len() {
-        len @ 0..=125 => out.push(mask_bit | len as u8),
-        len @ 126..=0xffff => {
-            out.push(mask_bit | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        len => {
-            out.push(mask_bit | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    if masked {
-        let key = [0x37, 0xfa, 0x21, 0x3d];
-        out.extend_from_slice(&key);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    } else {
-        out.extend_from_slice(payload);
-    }
-    out
+/// A client frame to build: final, no RSV bits and masked unless changed.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame {
+    fin: bool,
+    rsv: u8,
+    opcode: u8,
+    masked: bool,
 }
 
-/// A masked, final frame with `opcode`.
-pub fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    frame(0x80 | opcode, payload, true)
+impl Frame {
+    /// The mask key of every masked frame.
+    pub const MASK_KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    /// A final, masked frame with `opcode`.
+    pub fn new(opcode: u8) -> Self {
+        Frame {
+            fin: true,
+            rsv: 0,
+            opcode,
+            masked: true,
+        }
+    }
+
+    /// Clears FIN: a fragment with more to follow.
+    pub fn not_final(mut self) -> Self {
+        self.fin = false;
+        self
+    }
+
+    /// Sets the RSV bits (`bits` is RSV1..RSV3 as 0b100..0b001).
+    pub fn rsv(mut self, bits: u8) -> Self {
+        self.rsv = bits & 0x7;
+        self
+    }
+
+    /// Sends it unmasked, which a client must not do.
+    pub fn unmasked(mut self) -> Self {
+        self.masked = false;
+        self
+    }
+
+    /// The frame head announcing `len` payload bytes (and the mask key).
+    pub fn head(self, len: u64) -> Vec<u8> {
+        let mut out = vec![(u8::from(self.fin) << 7) | (self.rsv << 4) | (self.opcode & 0xf)];
+        let mask_bit = if self.masked { 0x80 } else { 0 };
+        match len {
+            0..=125 => out.push(mask_bit | len as u8),
+            126..=0xffff => {
+                out.push(mask_bit | 126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(mask_bit | 127);
+                out.extend_from_slice(&len.to_be_bytes());
+            }
+        }
+        if self.masked {
+            out.extend_from_slice(&Self::MASK_KEY);
+        }
+        out
+    }
+
+    /// The whole frame carrying `payload`.
+    pub fn with(self, payload: &[u8]) -> Vec<u8> {
+        let mut out = self.head(payload.len() as u64);
+        if self.masked {
+            let key = Self::MASK_KEY;
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            out.extend_from_slice(payload);
+        }
+        out
+    }
 }
 
-/// Reads one server frame: (first byte, payload). Server frames are never
-/// masked.
-pub async fn read_frame(raw: &mut Raw) -> (u8, Vec<u8>) {
+/// A frame the server sent.
+#[derive(Debug)]
+pub struct ServerFrame {
+    pub fin: bool,
+    pub rsv: u8,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+/// Reads one server frame, failing the test if the connection ends first.
+/// Server frames are never masked.
+pub async fn read_frame(raw: &mut (impl AsyncRead + Unpin)) -> ServerFrame {
     within("a frame from the server", async {
         let mut head = [0u8; 2];
         raw.read_exact(&mut head).await.expect("frame head");
@@ -223,16 +343,23 @@ pub async fn read_frame(raw: &mut Raw) -> (u8, Vec<u8>) {
         };
         let mut payload = vec![0; len];
         raw.read_exact(&mut payload).await.expect("frame payload");
-        (head[0], payload)
+        ServerFrame {
+            fin: head[0] & 0x80 != 0,
+            rsv: (head[0] >> 4) & 0x7,
+            opcode: head[0] & 0xf,
+            payload,
+        }
     })
     .await
 }
 
-/// Reads frames until a close frame and returns its code and reason.
-pub async fn read_close(raw: &mut Raw) -> (u16, String) {
+/// Reads frames until a close frame and returns its code and reason; the
+/// close frame must carry a code.
+pub async fn read_close(raw: &mut (impl AsyncRead + Unpin)) -> (u16, String) {
     loop {
-        let (first, payload) = read_frame(raw).await;
-        if first & 0x0f == 0x8 {
+        let frame = read_frame(raw).await;
+        if frame.opcode == CLOSE {
+            let payload = frame.payload;
             assert!(payload.len() >= 2, "close frame without a code");
             let code = u16::from_be_bytes([payload[0], payload[1]]);
             let reason = String::from_utf8(payload[2..].to_vec()).expect("UTF-8 reason");
