@@ -69,6 +69,9 @@ async fn assert_closes(name: &str, raw: &mut Raw, closed: &mut Closed, bytes: &[
     let (got, _reason) = read_close(raw).await;
     assert_eq!(got, code, "{name}");
     assert_eq!(read_to_eof(raw).await, b"", "{name}: bytes after the close");
+    // As a real client does once the server has closed: close our side too,
+    // which ends the server's lingering read at once.
+    let _ = raw.get_mut().shutdown().await;
     within("on_close", closed.recv()).await.unwrap();
     assert!(closed.try_recv().is_err(), "{name}: on_close ran twice");
 }
