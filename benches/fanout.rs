@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example fanout -- [-n 10000] [-k 50] [--burst 20] [--bursts 5]
-//!     [--size 100] [--modes shared,naive] [--redis URL]
+//!     [--size 100] [--modes shared,naive[,ordered]] [--redis URL]
 //! ```
 //!
 //! Two processes, because N clients and N server sockets in one process
@@ -20,6 +20,9 @@
 //! - `naive SEQ`: the baseline, a loop over the receivers'
 //!   `WebSocketSender`s, sending each its own freshly built
 //!   `Message::from(String)`;
+//! - `ordered SEQ` (diagnostic): one shared buffer, as `shared`, but sent
+//!   through the receivers' `WebSocketSender`s in the order they connected,
+//!   where `broadcast` walks the group's hash map in its own order;
 //! - with `--redis URL`, `redis SEQ`: the control connection is on a second
 //!   application in the server process, with no receivers; both share Redis
 //!   through `RedisBroker`, so every delivery crosses Redis.
@@ -88,6 +91,7 @@ fn parse(args: &[String]) -> Opts {
                     .map(|m| match m {
                         "shared" => "shared",
                         "naive" => "naive",
+                        "ordered" => "ordered",
                         other => panic!("unknown mode {other}"),
                     })
                     .collect()
@@ -178,6 +182,16 @@ impl WebSocketHandler for Control {
                 }
                 "naive"
             }
+            "ordered" => {
+                // One shared buffer, as `shared`, but sent in the order the
+                // receivers connected (the group's map has its own order).
+                let message = Message::from(payload(seq, self.size));
+                let receivers = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+                for sender in receivers.iter() {
+                    let _ = sender.send(message.clone());
+                }
+                "ordered"
+            }
             _ => return,
         };
         let took = started.elapsed();
@@ -240,7 +254,7 @@ fn server(opts: Opts) -> std::io::Result<()> {
 /// On stderr: per mode, how long one fan-out call held the control task
 /// (the broadcast, or the naive loop), over every call made.
 fn report_call_times(times: &[(&'static str, Duration)]) {
-    for mode in ["shared", "naive", "redis"] {
+    for mode in ["shared", "naive", "ordered", "redis"] {
         let mut calls: Vec<Duration> = times
             .iter()
             .filter(|(m, _)| *m == mode)
