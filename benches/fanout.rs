@@ -15,8 +15,9 @@
 //! and a control route (`/ctl`). The client opens N receivers, waits for
 //! every `r`, then for each mode sends commands on the control connection:
 //!
-//! - `shared SEQ`: `WebSocket::broadcast`, the message built and framed once,
-//!   its buffer shared by every receiver queue;
+//! - `shared SEQ`: `WebSocket::broadcast`, the message built and converted
+//!   once, its buffer shared by every receiver queue (each connection still
+//!   frames it into its own write buffer);
 //! - `naive SEQ`: the baseline, a loop over the receivers'
 //!   `WebSocketSender`s, sending each its own freshly built
 //!   `Message::from(String)`;
