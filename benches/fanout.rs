@@ -1,7 +1,8 @@
 //! Fan-out benchmark: one message to N connections in one group.
 //!
 //! ```text
-//! cargo run --release --example fanout -- [-n 10000] [-k 50] [--burst 20] [--size 100] [--redis URL]
+//! cargo run --release --example fanout -- [-n 10000] [-k 50] [--burst 20] [--bursts 5]
+//!     [--size 100] [--modes shared,naive[,ordered]] [--redis URL]
 //! ```
 //!
 //! Two processes, because N clients and N server sockets in one process
@@ -14,11 +15,15 @@
 //! and a control route (`/ctl`). The client opens N receivers, waits for
 //! every `r`, then for each mode sends commands on the control connection:
 //!
-//! - `shared SEQ`: `WebSocket::broadcast`, the message built and framed once,
-//!   its buffer shared by every receiver queue;
+//! - `shared SEQ`: `WebSocket::broadcast`, the message built and converted
+//!   once, its buffer shared by every receiver queue (each connection still
+//!   frames it into its own write buffer);
 //! - `naive SEQ`: the baseline, a loop over the receivers'
 //!   `WebSocketSender`s, sending each its own freshly built
 //!   `Message::from(String)`;
+//! - `ordered SEQ` (diagnostic): one shared buffer, as `shared`, but sent
+//!   through the receivers' `WebSocketSender`s in the order they connected,
+//!   where `broadcast` walks the group's hash map in its own order;
 //! - with `--redis URL`, `redis SEQ`: the control connection is on a second
 //!   application in the server process, with no receivers; both share Redis
 //!   through `RedisBroker`, so every delivery crosses Redis.
@@ -26,8 +31,13 @@
 //! Latency: K rounds one at a time; for each, the time from sending the
 //! command until the last of the N receivers has the message (p50, p99).
 //! Throughput: `--burst B` commands back to back, N×B deliveries over the
-//! time until the last one arrives. Figures include the control message's
-//! own trip (tens of µs on loopback). Everything is bounded by timeouts.
+//! time until the last one arrives, repeated `--bursts R` times (median,
+//! min and max reported) after one untimed burst per mode. Figures include
+//! the control message's own trip (tens of µs on loopback). `--modes` sets
+//! which in-process modes run and in what order (run both orders).
+//! The server times each fan-out call (the broadcast, or the naive loop) and
+//! prints the figures on stderr when it exits. Everything is bounded by
+//! timeouts.
 
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader};
@@ -52,7 +62,9 @@ struct Opts {
     n: usize,
     k: usize,
     burst: usize,
+    bursts: usize,
     size: usize,
+    modes: Vec<&'static str>,
     redis: Option<String>,
 }
 
@@ -61,7 +73,9 @@ fn parse(args: &[String]) -> Opts {
         n: 10_000,
         k: 50,
         burst: 20,
+        bursts: 5,
         size: 100,
+        modes: vec!["shared", "naive"],
         redis: None,
     };
     let mut it = args.iter();
@@ -71,6 +85,18 @@ fn parse(args: &[String]) -> Opts {
             "-n" => opts.n = value().parse().expect("-n N"),
             "-k" => opts.k = value().parse().expect("-k K"),
             "--burst" => opts.burst = value().parse().expect("--burst B"),
+            "--bursts" => opts.bursts = value().parse::<usize>().expect("--bursts R").max(1),
+            "--modes" => {
+                opts.modes = value()
+                    .split(',')
+                    .map(|m| match m {
+                        "shared" => "shared",
+                        "naive" => "naive",
+                        "ordered" => "ordered",
+                        other => panic!("unknown mode {other}"),
+                    })
+                    .collect()
+            }
             "--size" => opts.size = value().parse().expect("--size BYTES"),
             "--redis" => opts.redis = Some(value()),
             other => panic!("unknown argument {other}"),
@@ -124,9 +150,13 @@ impl WebSocketHandler for Receiver {
     async fn on_message(&mut self, _ws: &WebSocket, _msg: Message) {}
 }
 
+/// How long each fan-out call took in the server, per mode.
+type CallTimes = Arc<Mutex<Vec<(&'static str, Duration)>>>;
+
 struct Control {
     registry: Registry,
     size: usize,
+    times: CallTimes,
 }
 
 impl WebSocketHandler for Control {
@@ -135,9 +165,15 @@ impl WebSocketHandler for Control {
             return;
         };
         let seq: u64 = seq.parse().unwrap_or(0);
-        match mode {
+        let started = Instant::now();
+        let mode = match mode {
             "shared" | "redis" => {
                 ws.broadcast(GROUP, payload(seq, self.size));
+                if mode == "shared" {
+                    "shared"
+                } else {
+                    "redis"
+                }
             }
             "naive" => {
                 let receivers = self.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -145,9 +181,25 @@ impl WebSocketHandler for Control {
                     // A fresh String and a fresh frame per receiver.
                     let _ = sender.send(Message::from(payload(seq, self.size)));
                 }
+                "naive"
             }
-            _ => {}
-        }
+            "ordered" => {
+                // One shared buffer, as `shared`, but sent in the order the
+                // receivers connected (the group's map has its own order).
+                let message = Message::from(payload(seq, self.size));
+                let receivers = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+                for sender in receivers.iter() {
+                    let _ = sender.send(message.clone());
+                }
+                "ordered"
+            }
+            _ => return,
+        };
+        let took = started.elapsed();
+        self.times
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((mode, took));
     }
 }
 
@@ -158,9 +210,11 @@ fn server(opts: Opts) -> std::io::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let registry = Registry::default();
+        let times = CallTimes::default();
         let size = opts.size;
         let rx_registry = registry.clone();
         let ctl_registry = registry.clone();
+        let ctl_times = times.clone();
         let receivers = Application::new()
             .websocket("/rx", move || Receiver {
                 registry: rx_registry.clone(),
@@ -168,8 +222,9 @@ fn server(opts: Opts) -> std::io::Result<()> {
             .websocket("/ctl", move || Control {
                 registry: ctl_registry.clone(),
                 size,
+                times: ctl_times.clone(),
             });
-        let (receivers, control) = with_redis(receivers, &opts, &registry);
+        let (receivers, control) = with_redis(receivers, &opts, &registry, &times);
         let rx = receivers.bind("127.0.0.1:0").await?;
         let rx_port = rx.local_addr()?.port();
         let rx_handle = rx.handle();
@@ -192,8 +247,33 @@ fn server(opts: Opts) -> std::io::Result<()> {
         })
         .await;
         rx_handle.shutdown();
+        report_call_times(&times.lock().unwrap_or_else(|e| e.into_inner()));
         Ok(())
     })
+}
+
+/// On stderr: per mode, how long one fan-out call held the control task
+/// (the broadcast, or the naive loop), over every call made.
+fn report_call_times(times: &[(&'static str, Duration)]) {
+    for mode in ["shared", "naive", "ordered", "redis"] {
+        let mut calls: Vec<Duration> = times
+            .iter()
+            .filter(|(m, _)| *m == mode)
+            .map(|(_, t)| *t)
+            .collect();
+        if calls.is_empty() {
+            continue;
+        }
+        calls.sort();
+        let total: Duration = calls.iter().sum();
+        eprintln!(
+            "server: {mode}: fan-out call p50 {:.2} ms, p99 {:.2} ms, mean {:.2} ms over {} calls",
+            percentile(&calls, 0.5).as_secs_f64() * 1e3,
+            percentile(&calls, 0.99).as_secs_f64() * 1e3,
+            total.as_secs_f64() * 1e3 / calls.len() as f64,
+            calls.len()
+        );
+    }
 }
 
 /// With `--redis`: both applications get a Redis broker, and the control
@@ -203,17 +283,19 @@ fn with_redis(
     receivers: Application,
     opts: &Opts,
     registry: &Registry,
+    times: &CallTimes,
 ) -> (Application, Option<Application>) {
     let Some(url) = &opts.redis else {
         return (receivers, None);
     };
     let broker = || squall::RedisBroker::new(url).expect("redis url");
-    let (registry, size) = (registry.clone(), opts.size);
+    let (registry, size, times) = (registry.clone(), opts.size, times.clone());
     let control = Application::new()
         .broker(broker())
         .websocket("/ctl", move || Control {
             registry: registry.clone(),
             size,
+            times: times.clone(),
         });
     (receivers.broker(broker()), Some(control))
 }
@@ -223,6 +305,7 @@ fn with_redis(
     receivers: Application,
     opts: &Opts,
     _registry: &Registry,
+    _times: &CallTimes,
 ) -> (Application, Option<Application>) {
     assert!(opts.redis.is_none(), "--redis needs --features redis");
     (receivers, None)
@@ -355,7 +438,7 @@ fn client_frame(text: &str) -> Vec<u8> {
 struct ModeResult {
     mode: &'static str,
     rounds: Vec<Duration>,
-    burst: Duration,
+    bursts: Vec<Duration>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -413,9 +496,9 @@ async fn run_client(opts: &Opts, rx_port: u16, ctl_port: u16) -> std::io::Result
     let modes: Vec<&'static str> = if opts.redis.is_some() {
         vec!["redis"]
     } else {
-        vec!["shared", "naive"]
+        opts.modes.clone()
     };
-    let seqs = modes.len() * (opts.k + opts.burst + 1) + 1;
+    let seqs = modes.len() * (opts.k + opts.burst * (opts.bursts + 1) + 1) + 1;
     let notify = Rc::new(Notify::new());
     let arrivals = Rc::new(RefCell::new(Arrivals {
         n: opts.n,
@@ -496,32 +579,43 @@ async fn run_client(opts: &Opts, rx_port: u16, ctl_port: u16) -> std::io::Result
             rounds.push(last - t0);
             seq += 1;
         }
-        // Burst: B commands back to back.
-        let first = seq;
-        let t0 = Instant::now();
-        let end = first + opts.burst - 1;
-        let mut commands = Vec::new();
-        for s in first..=end {
-            commands.extend(client_frame(&format!("{mode} {s}")));
-        }
-        arrivals.borrow_mut().watch = end;
-        ctl.write_all(&commands).await?;
-        wait_until(&arrivals, &notify, end, opts.n).await?;
-        let last = (first..=end)
-            .filter_map(|s| arrivals.borrow().last[s])
-            .max()
-            .expect("arrived");
-        seq = end + 1;
-        let missing: usize = (first..=end)
-            .map(|s| opts.n - arrivals.borrow().count[s])
-            .sum();
-        if missing > 0 {
-            eprintln!("{mode}: {missing} deliveries missing in the burst");
+        // Bursts: B commands back to back, R timed times after one untimed.
+        // The first burst of the process is much slower than the next ones
+        // (every connection's queue and write buffer grow, the heap grows):
+        // untimed, it would count against whichever mode runs first.
+        let mut bursts = Vec::with_capacity(opts.bursts);
+        for round in 0..=opts.bursts {
+            let first = seq;
+            let end = first + opts.burst - 1;
+            let mut commands = Vec::new();
+            for s in first..=end {
+                commands.extend(client_frame(&format!("{mode} {s}")));
+            }
+            arrivals.borrow_mut().watch = end;
+            let t0 = Instant::now();
+            ctl.write_all(&commands).await?;
+            wait_until(&arrivals, &notify, end, opts.n).await?;
+            // Each connection's messages arrive in order: whoever has the
+            // last one has them all.
+            let last = (first..=end)
+                .filter_map(|s| arrivals.borrow().last[s])
+                .max()
+                .expect("arrived");
+            seq = end + 1;
+            let missing: usize = (first..=end)
+                .map(|s| opts.n - arrivals.borrow().count[s])
+                .sum();
+            if missing > 0 {
+                eprintln!("{mode}: {missing} deliveries missing in the burst");
+            }
+            if round > 0 {
+                bursts.push(last - t0);
+            }
         }
         results.push(ModeResult {
             mode,
             rounds,
-            burst: last - t0,
+            bursts,
         });
     }
     Ok(results)
@@ -552,18 +646,29 @@ async fn wait_until(
 
 fn report(opts: &Opts, results: &[ModeResult]) {
     println!(
-        "fan-out to N={} receivers, message {} B, K={} rounds, burst B={}",
-        opts.n, opts.size, opts.k, opts.burst
+        "fan-out to N={} receivers, message {} B, K={} rounds, burst B={} x R={}",
+        opts.n, opts.size, opts.k, opts.burst, opts.bursts
     );
-    println!("| mode | last receiver p50 | p99 | deliveries/s (rounds) | deliveries/s (burst) |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| mode | last receiver p50 | p99 | deliveries/s (rounds) | deliveries/s (burst, median) | burst min-max |"
+    );
+    println!("|---|---|---|---|---|---|");
     let mut rates = Vec::new();
     for result in results {
         let mut sorted = result.rounds.clone();
         sorted.sort();
         let total: Duration = sorted.iter().sum();
         let round_rate = (opts.n * sorted.len()) as f64 / total.as_secs_f64();
-        let burst_rate = (opts.n * opts.burst) as f64 / result.burst.as_secs_f64();
+        let mut burst_rates: Vec<f64> = result
+            .bursts
+            .iter()
+            .map(|b| (opts.n * opts.burst) as f64 / b.as_secs_f64())
+            .collect();
+        burst_rates.sort_by(f64::total_cmp);
+        let burst_rate = burst_rates[(burst_rates.len() - 1) / 2..=burst_rates.len() / 2]
+            .iter()
+            .sum::<f64>()
+            / if burst_rates.len() % 2 == 0 { 2.0 } else { 1.0 };
         rates.push((
             result.mode,
             percentile(&sorted, 0.5),
@@ -571,12 +676,24 @@ fn report(opts: &Opts, results: &[ModeResult]) {
             burst_rate,
         ));
         println!(
-            "| {} | {:.2} ms | {:.2} ms | {:.0} | {:.0} |",
+            "| {} | {:.2} ms | {:.2} ms | {:.0} | {:.0} | {:.0}-{:.0} |",
             result.mode,
             percentile(&sorted, 0.5).as_secs_f64() * 1e3,
             percentile(&sorted, 0.99).as_secs_f64() * 1e3,
             round_rate,
-            burst_rate
+            burst_rate,
+            burst_rates[0],
+            burst_rates[burst_rates.len() - 1],
+        );
+        println!(
+            "  {} bursts in order (deliveries/s): {}",
+            result.mode,
+            result
+                .bursts
+                .iter()
+                .map(|b| format!("{:.0}", (opts.n * opts.burst) as f64 / b.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
     }
     if let (Some(shared), Some(naive)) = (
@@ -584,7 +701,7 @@ fn report(opts: &Opts, results: &[ModeResult]) {
         rates.iter().find(|r| r.0 == "naive"),
     ) {
         println!(
-            "shared / naive: p50 time-to-last {:.2}x faster, round throughput {:.2}x, burst throughput {:.2}x",
+            "shared / naive: p50 time-to-last {:.2}x faster, round throughput {:.2}x, burst throughput (medians) {:.2}x",
             naive.1.as_secs_f64() / shared.1.as_secs_f64(),
             shared.2 / naive.2,
             shared.3 / naive.3
