@@ -76,6 +76,7 @@ mod message;
 #[cfg(feature = "redis")]
 mod redis_broker;
 mod request;
+mod room;
 mod router;
 mod server;
 mod settings;

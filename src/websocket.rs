@@ -3,10 +3,10 @@
 //!
 //! Neither touches the socket: writes go into the connection's send queue,
 //! which the connection task (see `connection.rs`) drains into the socket,
-//! combining writes. The queue is bounded twice, by messages and by bytes:
-//! two semaphores whose permits a writer takes before pushing and the
-//! connection gives back as each message reaches the socket. A waiting writer
-//! (`write_message`) waits on them; a non-waiting one (`send`) fails with
+//! combining writes. The queue is bounded twice, by messages and by bytes
+//! (`room.rs`): a writer takes room before pushing and the connection gives
+//! it back as each message reaches the socket. A waiting writer
+//! (`write_message`) waits for room; a non-waiting one (`send`) fails with
 //! [`WriteError::QueueFull`] instead.
 //!
 //! The queue itself is a `VecDeque` under a mutex that is only ever held for a
@@ -21,16 +21,16 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use tokio::sync::{Semaphore, TryAcquireError};
 
 use crate::request::RequestExt;
+use crate::room::{NoRoom, Room};
 use crate::settings::OverflowPolicy;
 use crate::{Message, Utf8Bytes, WriteError};
 
-/// One queued write and the byte permits it holds (plus one message permit).
+/// One queued write and the bytes of room it holds.
 pub(crate) struct Outbound {
     pub message: tungstenite::Message,
-    pub permits: u32,
+    pub charge: u32,
 }
 
 /// A request to close. It never waits behind a full queue: it is kept beside
@@ -60,9 +60,7 @@ pub(crate) struct Shared {
     queue: Mutex<Queue>,
     /// Wakes the connection task on a push or a close request.
     task: AtomicWaker,
-    room_messages: Semaphore,
-    room_bytes: Semaphore,
-    max_permits: u32,
+    room: Room,
     closing: AtomicBool,
     close_requested: AtomicBool,
     overflow: OverflowPolicy,
@@ -70,13 +68,10 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn new(max_messages: usize, max_bytes: usize, overflow: OverflowPolicy) -> Arc<Self> {
-        let max_permits = max_bytes.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
         Arc::new(Shared {
             queue: Mutex::default(),
             task: AtomicWaker::new(),
-            room_messages: Semaphore::new(max_messages.clamp(1, Semaphore::MAX_PERMITS)),
-            room_bytes: Semaphore::new(max_permits),
-            max_permits: max_permits as u32,
+            room: Room::new(max_messages, max_bytes),
             closing: AtomicBool::new(false),
             close_requested: AtomicBool::new(false),
             overflow,
@@ -88,27 +83,22 @@ impl Shared {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn permits_for(&self, message: &tungstenite::Message) -> u32 {
-        // A message larger than the whole budget takes all of it: it waits for
-        // an empty queue rather than being refused for ever.
-        (message.len().min(u32::MAX as usize) as u32).min(self.max_permits)
-    }
-
     /// The connection task registers its waker before looking at the queue.
     pub fn register(&self, waker: &std::task::Waker) {
         self.task.register(waker);
     }
 
-    /// The next queued message; its permits go back to writers at once.
+    /// The next queued message; its room goes back to writers at once.
     pub fn pop(&self) -> Popped {
+        if self.room.is_unused() && !self.is_closing() {
+            // Nothing holds room, so nothing is queued: no lock needed.
+            return Popped::Empty;
+        }
         let mut queue = self.lock();
         match queue.items.pop_front() {
             Some(outbound) => {
                 drop(queue);
-                self.room_messages.add_permits(1);
-                if outbound.permits > 0 {
-                    self.room_bytes.add_permits(outbound.permits as usize);
-                }
+                self.room.give_back(outbound.charge);
                 Popped::Message(outbound)
             }
             None if queue.closed => Popped::Finished,
@@ -130,8 +120,7 @@ impl Shared {
     pub fn close_queue(&self) {
         self.closing.store(true, Ordering::Release);
         self.lock().closed = true;
-        self.room_messages.close();
-        self.room_bytes.close();
+        self.room.close();
     }
 
     /// Drops whatever is still queued (the connection is gone).
@@ -144,12 +133,14 @@ impl Shared {
         self.closing.load(Ordering::Acquire)
     }
 
-    fn push(&self, message: tungstenite::Message, permits: u32) -> Result<(), WriteError> {
+    fn push(&self, message: tungstenite::Message, charge: u32) -> Result<(), WriteError> {
         let mut queue = self.lock();
         if queue.closed {
+            drop(queue);
+            self.room.give_back(charge);
             return Err(WriteError::Closed);
         }
-        queue.items.push_back(Outbound { message, permits });
+        queue.items.push_back(Outbound { message, charge });
         drop(queue);
         self.task.wake();
         Ok(())
@@ -159,42 +150,24 @@ impl Shared {
         if self.is_closing() {
             return Err(WriteError::Closed);
         }
-        let permits = self.permits_for(&message);
-        let slot = self
-            .room_messages
-            .acquire()
+        let charge = self.room.charge(message.len());
+        self.room
+            .take(charge)
             .await
             .map_err(|_| WriteError::Closed)?;
-        if permits > 0 {
-            self.room_bytes
-                .acquire_many(permits)
-                .await
-                .map_err(|_| WriteError::Closed)?
-                .forget();
-        }
-        slot.forget();
-        self.push(message, permits)
+        self.push(message, charge)
     }
 
     fn try_enqueue(&self, message: tungstenite::Message) -> Result<(), WriteError> {
         if self.is_closing() {
             return Err(WriteError::Closed);
         }
-        let permits = self.permits_for(&message);
-        let slot = match self.room_messages.try_acquire() {
-            Ok(slot) => slot,
-            Err(TryAcquireError::Closed) => return Err(WriteError::Closed),
-            Err(TryAcquireError::NoPermits) => return Err(self.overflowed()),
-        };
-        if permits > 0 {
-            match self.room_bytes.try_acquire_many(permits) {
-                Ok(bytes) => bytes.forget(),
-                Err(TryAcquireError::Closed) => return Err(WriteError::Closed),
-                Err(TryAcquireError::NoPermits) => return Err(self.overflowed()),
-            }
+        let charge = self.room.charge(message.len());
+        match self.room.try_take(charge) {
+            Ok(()) => self.push(message, charge),
+            Err(NoRoom::Closed) => Err(WriteError::Closed),
+            Err(NoRoom::Full) => Err(self.overflowed()),
         }
-        slot.forget();
-        self.push(message, permits)
     }
 
     fn overflowed(&self) -> WriteError {

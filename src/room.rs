@@ -1,0 +1,173 @@
+//! Room in a connection's send queue: how many messages and bytes it may
+//! still take.
+//!
+//! Both counts live in one atomic word (messages in the high half, bytes in
+//! the low half), so taking room for a message is one compare-and-swap and
+//! giving it back is one subtraction: no lock on the path every message
+//! takes. Only a writer that has to wait registers with a `Notify`, and a
+//! release wakes waiters only when there are any.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+
+use tokio::sync::Notify;
+
+/// Why room could not be taken.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NoRoom {
+    Full,
+    Closed,
+}
+
+pub(crate) struct Room {
+    /// Messages in use << 32 | bytes in use.
+    used: AtomicU64,
+    max_messages: u64,
+    max_bytes: u64,
+    closed: AtomicBool,
+    waiters: AtomicUsize,
+    freed: Notify,
+}
+
+const MESSAGE: u64 = 1 << 32;
+const BYTES: u64 = MESSAGE - 1;
+
+impl Room {
+    /// Room for `max_messages` messages and `max_bytes` bytes (each at most
+    /// `u32::MAX`).
+    pub fn new(max_messages: usize, max_bytes: usize) -> Self {
+        Room {
+            used: AtomicU64::new(0),
+            max_messages: max_messages.clamp(1, u32::MAX as usize) as u64,
+            max_bytes: max_bytes.clamp(1, u32::MAX as usize) as u64,
+            closed: AtomicBool::new(false),
+            waiters: AtomicUsize::new(0),
+            freed: Notify::new(),
+        }
+    }
+
+    /// The bytes a message of `len` bytes counts for: a message larger than
+    /// the whole budget counts as the whole budget, so it waits for an empty
+    /// queue rather than being refused for ever.
+    pub fn charge(&self, len: usize) -> u32 {
+        (len as u64).min(self.max_bytes) as u32
+    }
+
+    /// Takes room for one message of `bytes` (from [`charge`](Self::charge)).
+    pub fn try_take(&self, bytes: u32) -> Result<(), NoRoom> {
+        let mut used = self.used.load(SeqCst);
+        loop {
+            if self.closed.load(SeqCst) {
+                return Err(NoRoom::Closed);
+            }
+            let messages = used >> 32;
+            let in_bytes = used & BYTES;
+            if messages >= self.max_messages || in_bytes + u64::from(bytes) > self.max_bytes {
+                return Err(NoRoom::Full);
+            }
+            match self.used.compare_exchange_weak(
+                used,
+                used + MESSAGE + u64::from(bytes),
+                SeqCst,
+                SeqCst,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Takes room, waiting while the queue is full; `Err` once closed.
+    pub async fn take(&self, bytes: u32) -> Result<(), NoRoom> {
+        loop {
+            match self.try_take(bytes) {
+                Err(NoRoom::Full) => {}
+                done => return done,
+            }
+            let freed = self.freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            freed.as_mut().enable();
+            let _waiting = Waiting::new(&self.waiters);
+            // Check again now that a release is sure to wake us.
+            match self.try_take(bytes) {
+                Err(NoRoom::Full) => freed.await,
+                done => return done,
+            }
+        }
+    }
+
+    /// Gives back the room one message took.
+    pub fn give_back(&self, bytes: u32) {
+        self.used.fetch_sub(MESSAGE + u64::from(bytes), SeqCst);
+        if self.waiters.load(SeqCst) > 0 {
+            self.freed.notify_waiters();
+        }
+    }
+
+    /// Whether no message holds room (the queue is empty).
+    pub fn is_unused(&self) -> bool {
+        self.used.load(SeqCst) == 0
+    }
+
+    /// Refuses all further takes and wakes every waiting writer.
+    pub fn close(&self) {
+        self.closed.store(true, SeqCst);
+        self.freed.notify_waiters();
+    }
+}
+
+/// Counts a waiting writer for as long as it waits (also if its future is
+/// dropped mid-wait).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(waiters: &'a AtomicUsize) -> Self {
+        waiters.fetch_add(1, SeqCst);
+        Waiting(waiters)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_by_messages_and_bytes() {
+        let room = Room::new(2, 10);
+        assert_eq!(room.try_take(4), Ok(()));
+        assert_eq!(room.try_take(7), Err(NoRoom::Full));
+        assert_eq!(room.try_take(6), Ok(()));
+        assert_eq!(room.try_take(0), Err(NoRoom::Full));
+        room.give_back(4);
+        room.give_back(6);
+        assert!(room.is_unused());
+        assert_eq!(room.try_take(room.charge(1_000)), Ok(()));
+        assert_eq!(room.try_take(1), Err(NoRoom::Full));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_writer_wakes_on_release_and_on_close() {
+        let room = std::sync::Arc::new(Room::new(1, 100));
+        room.try_take(1).unwrap();
+        let waiter = tokio::spawn({
+            let room = room.clone();
+            async move { room.take(1).await }
+        });
+        tokio::task::yield_now().await;
+        room.give_back(1);
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+
+        let waiter = tokio::spawn({
+            let room = room.clone();
+            async move { room.take(1).await }
+        });
+        tokio::task::yield_now().await;
+        room.close();
+        assert_eq!(waiter.await.unwrap(), Err(NoRoom::Closed));
+    }
+}
