@@ -88,7 +88,11 @@ python3 benches/report.py meta --command "$ORIG_CMD" --quick "$QUICK" \
     --duration "$D" --warmup "$WARM" --idle-n "$IDLE_N" \
     --notes "$(printf '%s\n' "${NOTES[@]+"${NOTES[@]}"}")" >"$RESULTS"
 
-PORT=$(( 20000 + RANDOM % 20000 ))
+# Server ports come from below the kernel's ephemeral range: the idle and
+# connect scenarios leave thousands of client sockets on ephemeral ports,
+# and a server port among them fails to bind (EADDRINUSE).
+EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+PORT=$(( 10000 + RANDOM % (EPHEMERAL_LOW - 10000 - 200) ))
 
 # Wait (bounded) until something accepts on 127.0.0.1:$1.
 wait_port() {
