@@ -89,7 +89,7 @@ pub(crate) async fn serve_connection(
             }
             Route::Page(page) => {
                 let response = if matches!(*request.method(), Method::GET | Method::HEAD) {
-                    page(clone_head(&request)).await
+                    page(request.clone()).await
                 } else {
                     let mut response =
                         text_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
@@ -136,17 +136,6 @@ pub(crate) fn log_access(status: StatusCode, request: &Request<()>, started: Ins
     } else {
         tracing::info!(target: "squall::access", "{} {} {} ({}) {:.2}ms", status.as_u16(), request.method(), path, ip, ms);
     }
-}
-
-/// The page handler gets its own copy of the head (pages are not the hot path).
-fn clone_head(request: &Request<()>) -> Request<()> {
-    let mut copy = Request::new(());
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    *copy.extensions_mut() = request.extensions().clone();
-    copy
 }
 
 /// Keep-alive unless the client asked to close, spoke HTTP/1.0 without
