@@ -116,18 +116,9 @@ impl WebSocketHandler for Echo {
     }
 }
 
-/// The baseline: `benches/servers/tt_echo.rs`'s connection loop.
-async fn tt_serve(stream: TcpStream) -> Result<(), tungstenite::Error> {
-    let _ = stream.set_nodelay(true);
-    let mut ws = tokio_tungstenite::accept_async(stream).await?;
-    while let Some(msg) = ws.next().await {
-        let msg = msg?;
-        if msg.is_text() || msg.is_binary() {
-            ws.send(msg).await?;
-        }
-    }
-    Ok(())
-}
+/// The baseline: `benches/servers/tt_echo.rs` itself, its connection loop.
+#[path = "servers/tt_echo.rs"]
+mod tt_echo;
 
 /// Runs `server` on a current_thread runtime in its own, counted thread until
 /// `stop` fires.
@@ -155,8 +146,9 @@ fn spawn_server(
                     }
                     Server::Tungstenite => loop {
                         let (stream, _) = listener.accept().await.expect("accept");
+                        let _ = stream.set_nodelay(true);
                         tokio::spawn(async move {
-                            let _ = tt_serve(stream).await;
+                            let _ = tt_echo::serve(stream).await;
                         });
                     },
                 }

@@ -13,7 +13,9 @@ use fastwebsockets::{upgrade, FragmentCollector, OpCode, WebSocketError};
 use http_body_util::Empty;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
-use tokio::net::TcpListener;
+
+#[path = "common.rs"]
+mod common;
 
 async fn echo(pending: upgrade::UpgradeFut) -> Result<(), WebSocketError> {
     let mut ws = FragmentCollector::new(pending.await?);
@@ -36,32 +38,11 @@ async fn on_request(mut req: Request<Incoming>) -> Result<Response<Empty<Bytes>>
 }
 
 fn main() {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9001".to_string());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async move {
-        let listener = TcpListener::bind(&addr).await.expect("bind");
-        eprintln!("bench_fastws listening on {addr}");
-        loop {
-            let stream = match listener.accept().await {
-                Ok((s, _)) => s,
-                Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, hyper::service::service_fn(on_request))
-                    .with_upgrades()
-                    .await;
-            });
-        }
+    common::serve_forever("bench_fastws", |stream| async move {
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, hyper::service::service_fn(on_request))
+            .with_upgrades()
+            .await;
     });
 }

@@ -11,8 +11,11 @@
 //! Usage: bench_tt_combined HOST:PORT
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{Error, Message};
+
+#[path = "common.rs"]
+mod common;
 
 /// Bounds on what is queued before a forced flush, so one busy client cannot
 /// grow the write buffer without limit (and large messages are not piled up
@@ -21,7 +24,6 @@ const MAX_BATCH: usize = 256;
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 async fn serve(stream: TcpStream) -> Result<(), Error> {
-    let _ = stream.set_nodelay(true);
     let mut ws = tokio_tungstenite::accept_async(stream).await?;
     while let Some(first) = ws.next().await {
         let mut msg: Message = first?;
@@ -51,25 +53,7 @@ async fn serve(stream: TcpStream) -> Result<(), Error> {
 }
 
 fn main() {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9001".to_string());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async move {
-        let listener = TcpListener::bind(&addr).await.expect("bind");
-        eprintln!("bench_tt_combined listening on {addr}");
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(async move {
-                        let _ = serve(stream).await;
-                    });
-                }
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
-            }
-        }
+    common::serve_forever("bench_tt_combined", |stream| async move {
+        let _ = serve(stream).await;
     });
 }

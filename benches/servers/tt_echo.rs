@@ -10,10 +10,13 @@
 //! Usage: bench_tt_echo HOST:PORT
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-async fn serve(stream: TcpStream) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-    let _ = stream.set_nodelay(true);
+#[path = "common.rs"]
+mod common;
+
+/// One connection: `send` (write and flush) per received message.
+pub async fn serve(stream: TcpStream) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     let mut ws = tokio_tungstenite::accept_async(stream).await?;
     while let Some(msg) = ws.next().await {
         let msg = msg?;
@@ -26,27 +29,9 @@ async fn serve(stream: TcpStream) -> Result<(), tokio_tungstenite::tungstenite::
     Ok(())
 }
 
+#[allow(dead_code)] // not used where benches/alloc_count.rs includes this file
 fn main() {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9001".to_string());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async move {
-        let listener = TcpListener::bind(&addr).await.expect("bind");
-        eprintln!("bench_tt_echo listening on {addr}");
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(async move {
-                        let _ = serve(stream).await;
-                    });
-                }
-                // EMFILE and friends: back off briefly instead of spinning.
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
-            }
-        }
+    common::serve_forever("bench_tt_echo", |stream| async move {
+        let _ = serve(stream).await;
     });
 }
