@@ -1,88 +1,21 @@
 //! The [`Application`]: routes, settings, and starting the server.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, Delivery};
-use crate::group::{Groups, MemberId};
+use crate::broker::Broker;
+use crate::engine::Env;
+use crate::front::server::Server;
+use crate::handler::WebSocketHandler;
+use crate::hub::Hub;
 use crate::router::{Route, Router};
-use crate::server::Server;
+use crate::runtime::{shutdown_signal, Handle, Runtime};
 use crate::settings::{OverflowPolicy, Settings};
-use crate::{Message, WebSocketHandler};
-
-/// What lives as long as the application, shared by its handles.
-#[derive(Default)]
-pub(crate) struct Core {
-    shutdown: CancellationToken,
-    stopped: CancellationToken,
-    groups: Arc<Groups>,
-    broker: OnceLock<Arc<dyn Broker>>,
-    broker_started: AtomicBool,
-}
-
-impl Core {
-    /// Hands the message to the broker (which never waits), then delivers it
-    /// to the local members.
-    fn broadcast(&self, group: &str, message: Message, exclude: Option<MemberId>) -> usize {
-        if let Some(broker) = self.broker.get() {
-            broker.publish(group, &message);
-        }
-        self.groups.deliver(group, message, exclude)
-    }
-}
-
-/// Everything a connection needs from its application.
-pub(crate) struct AppInner {
-    router: Router,
-    settings: Arc<Settings>,
-    core: Arc<Core>,
-}
-
-/// A cheap, shared reference to a running application.
-#[derive(Clone)]
-pub(crate) struct AppContext(Arc<AppInner>);
-
-impl AppContext {
-    pub fn settings(&self) -> &Arc<Settings> {
-        &self.0.settings
-    }
-
-    pub fn router(&self) -> &Router {
-        &self.0.router
-    }
-
-    pub fn shutdown_token(&self) -> &CancellationToken {
-        &self.0.core.shutdown
-    }
-
-    pub fn mark_stopped(&self) {
-        self.0.core.stopped.cancel();
-    }
-
-    pub fn groups(&self) -> &Groups {
-        &self.0.core.groups
-    }
-
-    pub fn broadcast(&self, group: &str, message: Message, exclude: Option<MemberId>) -> usize {
-        self.0.core.broadcast(group, message, exclude)
-    }
-
-    /// Starts the broker, if there is one, the first time a server runs.
-    pub fn start_broker(&self) {
-        let core = &self.0.core;
-        if let Some(broker) = core.broker.get() {
-            if !core.broker_started.swap(true, Ordering::AcqRel) {
-                broker.start(Delivery::new(&core.groups, core.stopped.clone()));
-            }
-        }
-    }
-}
 
 /// A squall web application: Tornado's `tornado.web.Application`.
 ///
@@ -113,7 +46,8 @@ impl AppContext {
 pub struct Application {
     router: Router,
     settings: Settings,
-    core: Arc<Core>,
+    hub: Arc<Hub>,
+    shutdown: CancellationToken,
     broker: Option<Arc<dyn Broker>>,
 }
 
@@ -129,7 +63,8 @@ impl Application {
         Application {
             router: Router::default(),
             settings: Settings::default(),
-            core: Arc::default(),
+            hub: Arc::default(),
+            shutdown: CancellationToken::new(),
             broker: None,
         }
     }
@@ -327,35 +262,35 @@ impl Application {
 
     /// A handle to stop the application, or broadcast, from any task.
     pub fn handle(&self) -> Handle {
-        Handle {
-            core: self.core.clone(),
-        }
+        Handle::new(self.hub.clone(), self.shutdown.clone())
     }
 
-    pub(crate) fn into_context(self) -> AppContext {
+    /// Freezes the builder into the value its fronts share.
+    pub(crate) fn into_runtime(self) -> Runtime {
         if let Some(broker) = self.broker {
-            // The core is fresh per application and this runs once (it
-            // consumes the application), so the cell is empty.
-            let _ = self.core.broker.set(broker);
+            // The hub is fresh per application and this runs once (it
+            // consumes the application), so no broker is set yet.
+            self.hub.set_broker(broker);
         }
-        AppContext(Arc::new(AppInner {
-            router: self.router,
+        let env = Env {
             settings: Arc::new(self.settings),
-            core: self.core,
-        }))
+            shutdown: self.shutdown,
+            hub: self.hub,
+        };
+        Runtime::new(self.router, env)
     }
 
     /// Binds `addr` and returns the [`Server`], whose address can be read
     /// before it runs (bind port 0 to let the system choose).
     pub async fn bind(self, addr: impl ToSocketAddrs) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(Server::new(listener, self.into_context()))
+        Ok(Server::new(listener, self.into_runtime()))
     }
 
     /// Serves connections from an already-bound listener until
     /// [`Handle::shutdown`] is called, then shuts down gracefully.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
-        Server::new(listener, self.into_context()).run().await
+        Server::new(listener, self.into_runtime()).run().await
     }
 
     /// Binds `addr` and serves until [`Handle::shutdown`], Ctrl-C (SIGINT) or
@@ -384,7 +319,7 @@ impl Application {
         listener: TcpListener,
         config: crate::TlsConfig,
     ) -> std::io::Result<()> {
-        Server::new(listener, self.into_context())
+        Server::new(listener, self.into_runtime())
             .run_tls(config)
             .await
     }
@@ -405,88 +340,5 @@ impl Application {
             handle.shutdown();
         });
         server.run_tls(config).await
-    }
-}
-
-/// Stops an application from any task.
-///
-/// ```no_run
-/// # async fn run() -> std::io::Result<()> {
-/// let app = squall::Application::new();
-/// let handle = app.handle();
-/// let server = app.bind("127.0.0.1:0").await?;
-/// let running = tokio::spawn(server.run());
-/// handle.shutdown();
-/// handle.stopped().await;
-/// # Ok(()) }
-/// ```
-#[derive(Clone)]
-pub struct Handle {
-    core: Arc<Core>,
-}
-
-impl Handle {
-    pub(crate) fn from_context(app: &AppContext) -> Self {
-        Handle {
-            core: app.0.core.clone(),
-        }
-    }
-
-    /// Starts a graceful shutdown: stop accepting, close every socket with
-    /// 1001 after its queued messages, run every `on_close`. Returns at once;
-    /// await [`stopped`](Self::stopped) to know when it is over.
-    pub fn shutdown(&self) {
-        self.core.shutdown.cancel();
-    }
-
-    /// Sends `message` to every member of `group` from any task. The message
-    /// is serialised once and shared by every receiver; each receiver gets a
-    /// non-waiting send, so a slow one meets the overflow policy
-    /// ([`Application::websocket_overflow`]) and never holds up the others.
-    /// With a [`broker`](Application::broker), the message is also published
-    /// to the other processes (without waiting). Returns how many local
-    /// members accepted it.
-    pub fn broadcast(&self, group: &str, message: impl Into<Message>) -> usize {
-        self.core.broadcast(group, message.into(), None)
-    }
-
-    /// How many local connections are in `group`.
-    pub fn group_size(&self, group: &str) -> usize {
-        self.core.groups.len(group)
-    }
-
-    /// Whether a shutdown has been asked for.
-    pub fn is_shutting_down(&self) -> bool {
-        self.core.shutdown.is_cancelled()
-    }
-
-    /// Waits until the server has stopped (every connection finished or the
-    /// shutdown deadline passed).
-    pub async fn stopped(&self) {
-        self.core.stopped.cancelled().await;
-    }
-}
-
-/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }

@@ -8,10 +8,13 @@
 
 use bytes::BytesMut;
 
-use crate::handshake::{negotiate, switching_protocols};
-use crate::http1::parse_head;
+use crate::front::http1::parse_head;
+use crate::handler::WebSocketHandler;
+use crate::handshake::{negotiate, switching_protocols, Via};
+use crate::message::Message;
+use crate::request::PathParams;
 use crate::router::{Route, Router};
-use crate::{Message, PathParams, WebSocket, WebSocketHandler};
+use crate::websocket::WebSocket;
 
 /// A handler with every default (origin check, no subprotocol).
 struct Plain;
@@ -42,14 +45,14 @@ impl BenchRouter {
 }
 
 /// One request head, as the server reads it into its buffer: parse it
-/// (`http1::parse_head`), run the upgrade checks (`handshake::negotiate`,
+/// (`front/http1.rs`'s `parse_head`), run the upgrade checks (`handshake::negotiate`,
 /// default handler) and build the 101 response bytes
 /// (`handshake::switching_protocols`). `None` if the head is incomplete or
 /// refused.
 pub fn handshake_response(head: &[u8]) -> Option<Vec<u8>> {
     let mut buf = BytesMut::from(head);
     let request = parse_head(&mut buf, 64 * 1024).ok()??;
-    let accepted = negotiate(&request, &Plain).ok()?;
+    let accepted = negotiate(&request, &Plain, Via::Http1).ok()?;
     Some(switching_protocols(&accepted))
 }
 

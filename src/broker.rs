@@ -16,7 +16,7 @@ use std::sync::{Arc, Weak};
 use tokio_util::sync::CancellationToken;
 
 use crate::group::Groups;
-use crate::Message;
+use crate::message::Message;
 
 /// A publish/subscribe backend that carries broadcasts between server
 /// processes, such as `RedisBroker` (feature `redis`).

@@ -4,7 +4,7 @@
 //! - [`request_head`]: bytes → request head parser → router → handshake
 //!   checks → the response bytes the server would write.
 //! - [`frame_input`]: bytes as the client's side of an open WebSocket,
-//!   through the real connection task (`connection::run`) over an in-memory
+//!   through the real connection engine (`engine::run`) over an in-memory
 //!   duplex stream, with an echoing handler. Every input must end the
 //!   connection (the input ends with EOF) within a bound: a hang panics.
 
@@ -15,13 +15,18 @@ use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::application::AppContext;
-use crate::connection;
-use crate::handshake::{negotiate, switching_protocols};
-use crate::http1::{encode_response, parse_head, text_response, HeadError};
+use crate::application::Application;
+use crate::engine;
+use crate::front::http1::{encode_response, parse_head, HeadError};
+use crate::handler::WebSocketHandler;
+use crate::handshake::{negotiate, switching_protocols, Via};
+use crate::message::Message;
+use crate::request::TrustedOrigins;
+use crate::response::text_response;
 use crate::router::Route;
+use crate::runtime::Runtime;
 use crate::stream::Stream;
-use crate::{Application, Message, TrustedOrigins, WebSocket, WebSocketHandler};
+use crate::websocket::WebSocket;
 
 /// Echoes messages, picks the first subprotocol offered, trusts one origin.
 struct FuzzHandler;
@@ -43,8 +48,8 @@ impl WebSocketHandler for FuzzHandler {
 const MAX_HEAD: usize = 4096;
 const MAX_MESSAGE: usize = 64 * 1024;
 
-fn app() -> &'static AppContext {
-    static APP: OnceLock<AppContext> = OnceLock::new();
+fn app() -> &'static Runtime {
+    static APP: OnceLock<Runtime> = OnceLock::new();
     APP.get_or_init(|| {
         Application::new()
             .websocket("/socket/", || FuzzHandler)
@@ -53,7 +58,7 @@ fn app() -> &'static AppContext {
             .trusted_origins(["https://trusted.example"])
             .websocket_max_message_size(MAX_MESSAGE)
             .websocket_close_timeout(Duration::from_millis(50))
-            .into_context()
+            .into_runtime()
     })
 }
 
@@ -89,7 +94,7 @@ pub fn request_head(data: &[u8]) -> Vec<u8> {
             request.method() == http::Method::HEAD,
             true,
         ),
-        Route::WebSocket(_) => match negotiate(&request, &FuzzHandler) {
+        Route::WebSocket(_) => match negotiate(&request, &FuzzHandler, Via::Http1) {
             Ok(accepted) => switching_protocols(&accepted),
             Err(error) => encode_response(error.response(), false, false),
         },
@@ -113,8 +118,8 @@ pub fn frame_input(data: &[u8]) {
         let (client, server) = tokio::io::duplex(16 * 1024);
         let request = http::Request::get("/socket/").body(()).expect("request");
         let (context, io) =
-            connection::establish(Stream::duplex(server), Vec::new(), request, None, app).await;
-        let connection = connection::run(FuzzHandler, context, io);
+            engine::establish(Stream::duplex(server), Vec::new(), request, None, app.env()).await;
+        let connection = engine::run(FuzzHandler, context, io);
 
         let (mut from_server, mut to_server) = tokio::io::split(client);
         let peer = async move {

@@ -9,11 +9,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::websocket::WebSocketSender;
-use crate::Message;
-
-/// A connection's identity within groups: its sender's shared state.
-pub(crate) type MemberId = usize;
+use crate::message::Message;
+use crate::sender::{ConnectionId as MemberId, WebSocketSender};
 
 /// The in-process group registry of one application.
 #[derive(Default)]

@@ -4,33 +4,9 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-use crate::{Message, WebSocket};
-
-/// The origins that the default [`WebSocketHandler::check_origin`] accepts,
-/// from [`Application::trusted_origins`](crate::Application::trusted_origins).
-/// squall stores them in each upgrade request's extensions.
-#[derive(Clone, Debug, Default)]
-pub struct TrustedOrigins(pub(crate) std::sync::Arc<[String]>);
-
-impl TrustedOrigins {
-    /// Whether `origin` is listed (compared ASCII case-insensitively).
-    pub fn contains(&self, origin: &str) -> bool {
-        self.0
-            .iter()
-            .any(|trusted| trusted.eq_ignore_ascii_case(origin))
-    }
-}
-
-/// The value [`WebSocketHandler::prepare`] settled on as the connection's
-/// user (or session, or any other typed value), stored in the upgrade
-/// request's extensions and read back with
-/// [`WebSocket::current_user`](crate::WebSocket::current_user).
-///
-/// `prepare` inserts it: `request.extensions_mut().insert(CurrentUser(user))`.
-/// One value per type `T`; a second insert of the same type replaces the
-/// first.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CurrentUser<T>(pub T);
+use crate::message::Message;
+use crate::request::TrustedOrigins;
+use crate::websocket::WebSocket;
 
 /// A WebSocket endpoint: Tornado's `WebSocketHandler`.
 ///
@@ -79,7 +55,7 @@ pub trait WebSocketHandler: Send + 'static {
     ///
     /// - in `self`, since the handler serves this one connection: the plain
     ///   Rust way, readable in every later method;
-    /// - as a [`CurrentUser`] in the request's extensions, which
+    /// - as a [`CurrentUser`](crate::CurrentUser) in the request's extensions, which
     ///   [`WebSocket::current_user`](crate::WebSocket::current_user) reads
     ///   back, typed (Tornado's `current_user`).
     ///

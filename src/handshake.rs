@@ -1,53 +1,133 @@
-//! The WebSocket upgrade: from a routed request head to a 101 response or an
-//! error status.
+//! The WebSocket upgrade: from a routed request head to an accepted
+//! upgrade (101, or 200 for HTTP/2's extended CONNECT) or an error response.
 //!
-//! Each way a handshake can fail is one [`HandshakeError`] variant with one
-//! status code, following Tornado's checks and their order.
+//! This is where a WebSocket route's handler is made and checked: `prepare`,
+//! then [`negotiate`] (Tornado's checks in Tornado's order, each way to fail
+//! one [`HandshakeError`] variant with one status). It writes nothing: the
+//! front that owns the connection (standalone HTTP/1.1, or hyper) sends the
+//! response its own way and then hands the upgraded stream to
+//! [`Accepted::into_connection`], which starts the engine.
 
 use std::panic::AssertUnwindSafe;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{header, HeaderMap, Method, Response, StatusCode};
-use tokio::io::AsyncWriteExt;
-use tokio::time::Instant;
 
-use crate::application::AppContext;
-use crate::connection;
-use crate::http1::{log_access, text_response, write_response};
-use crate::router::BoxFuture;
+use crate::engine::{self, BoxFuture, Env};
+use crate::handler::WebSocketHandler;
+use crate::request::TrustedOrigins;
+use crate::response::text_response;
 use crate::stream::Stream;
-use crate::{TrustedOrigins, WebSocketHandler};
 
-/// A request routed to a WebSocket endpoint, with the connection it came on.
-pub(crate) struct UpgradeRequest {
-    pub stream: Stream,
-    /// Bytes read past the request head: the client's first frames, if it
-    /// did not wait for the 101.
-    pub read_ahead: BytesMut,
-    pub request: http::Request<()>,
-    pub started: Instant,
-    pub app: AppContext,
+/// How the client asked for the WebSocket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// HTTP/1.1 `GET` with `Upgrade: websocket` (RFC 6455).
+    Http1,
+    /// HTTP/2 extended `CONNECT` (RFC 8441); `websocket` tells whether its
+    /// `:protocol` was `websocket`.
+    #[allow(dead_code)]
+    Http2 { websocket: bool },
 }
 
-/// Runs `prepare`, checks the request, answers 101 or the refusal, and
-/// returns the connection to run.
-pub(crate) async fn upgrade<H: WebSocketHandler>(
+/// A WebSocket route: makes a handler for each request and runs the
+/// handshake with it. Erased once per route, so each handler type keeps its
+/// own monomorphised engine.
+pub(crate) trait Endpoint: Send + Sync + 'static {
+    /// Runs `prepare` and the checks for `request`.
+    fn handshake(&self, request: http::Request<()>, env: &Env, via: Via) -> BoxFuture<Handshake>;
+}
+
+/// A route's handler factory as an [`Endpoint`].
+pub(crate) struct FactoryEndpoint<F>(pub F);
+
+impl<F, H> Endpoint for FactoryEndpoint<F>
+where
+    F: Fn() -> H + Send + Sync + 'static,
+    H: WebSocketHandler,
+{
+    fn handshake(&self, request: http::Request<()>, env: &Env, via: Via) -> BoxFuture<Handshake> {
+        Box::pin(handshake((self.0)(), request, env.clone(), via))
+    }
+}
+
+/// The outcome of a handshake, with the request (for the access line and
+/// for the connection).
+pub(crate) struct Handshake {
+    pub request: http::Request<()>,
+    pub outcome: Result<Accepted, Response<Bytes>>,
+}
+
+/// An accepted upgrade: what the response must say, and the handler that
+/// will serve the connection once the front has the upgraded stream.
+pub(crate) struct Accepted {
+    pub negotiated: Negotiated,
+    handler: Box<dyn Launch>,
+}
+
+impl Accepted {
+    /// The connection to run on `stream`: the engine with this handler.
+    /// `read_ahead` holds bytes the front read past the request head.
+    pub fn into_connection(
+        self,
+        stream: Stream,
+        read_ahead: Vec<u8>,
+        request: http::Request<()>,
+        env: Env,
+    ) -> BoxFuture<()> {
+        self.handler.launch(
+            stream,
+            read_ahead,
+            request,
+            self.negotiated.subprotocol,
+            env,
+        )
+    }
+}
+
+/// A handler of any type, ready to serve a connection.
+trait Launch: Send {
+    fn launch(
+        self: Box<Self>,
+        stream: Stream,
+        read_ahead: Vec<u8>,
+        request: http::Request<()>,
+        subprotocol: Option<String>,
+        env: Env,
+    ) -> BoxFuture<()>;
+}
+
+impl<H: WebSocketHandler> Launch for H {
+    fn launch(
+        self: Box<Self>,
+        stream: Stream,
+        read_ahead: Vec<u8>,
+        request: http::Request<()>,
+        subprotocol: Option<String>,
+        env: Env,
+    ) -> BoxFuture<()> {
+        Box::pin(async move {
+            let (context, connection) =
+                engine::establish(stream, read_ahead, request, subprotocol, &env).await;
+            drop(env);
+            engine::run(*self, context, connection).await
+        })
+    }
+}
+
+/// Runs `prepare` (bounded by `prepare_timeout`, a panic answering 500),
+/// then the checks.
+async fn handshake<H: WebSocketHandler>(
     mut handler: H,
-    upgrade: UpgradeRequest,
-) -> Option<BoxFuture<()>> {
-    let UpgradeRequest {
-        mut stream,
-        read_ahead,
-        mut request,
-        started,
-        app,
-    } = upgrade;
-    let settings = app.settings();
+    mut request: http::Request<()>,
+    env: Env,
+    via: Via,
+) -> Handshake {
+    let settings = &env.settings;
     request
         .extensions_mut()
         .insert(TrustedOrigins(settings.trusted_origins.clone()));
-
     let prepared = tokio::time::timeout(
         settings.prepare_timeout,
         AssertUnwindSafe(handler.prepare(&mut request)).catch_unwind(),
@@ -68,36 +148,17 @@ pub(crate) async fn upgrade<H: WebSocketHandler>(
             "Service Unavailable",
         )),
     };
-    let accepted = match refusal {
+    let outcome = match refusal {
         Some(response) => Err(response),
-        None => negotiate(&request, &handler).map_err(|error| error.response()),
+        None => match negotiate(&request, &handler, via) {
+            Ok(negotiated) => Ok(Accepted {
+                negotiated,
+                handler: Box::new(handler),
+            }),
+            Err(error) => Err(error.response()),
+        },
     };
-    let accepted = match accepted {
-        Ok(accepted) => accepted,
-        Err(response) => {
-            let status = response.status();
-            let head_only = request.method() == Method::HEAD;
-            let _ = write_response(&mut stream, response, head_only, false).await;
-            log_access(status, &request, started);
-            return None;
-        }
-    };
-    if stream
-        .write_all(&switching_protocols(&accepted))
-        .await
-        .is_err()
-    {
-        return None;
-    }
-    log_access(StatusCode::SWITCHING_PROTOCOLS, &request, started);
-
-    // Only the bytes past the head are kept; the head buffer itself is freed
-    // here rather than held for the connection's lifetime.
-    let leftover = Vec::from(&read_ahead[..]);
-    drop(read_ahead);
-    let (context, io) =
-        connection::establish(stream, leftover, request, accepted.subprotocol, app).await;
-    Some(Box::pin(connection::run(handler, context, io)))
+    Handshake { request, outcome }
 }
 
 /// Why an upgrade request was refused, with the response each case gets.
@@ -146,7 +207,7 @@ impl HandshakeError {
     /// The full response: status, a plain-text body saying why, and the
     /// headers the case needs (`Allow`, `Sec-WebSocket-Version`).
     pub fn response(&self) -> Response<Bytes> {
-        let mut response = crate::http1::text_response(self.status(), self.to_string());
+        let mut response = text_response(self.status(), self.to_string());
         let headers = response.headers_mut();
         match self {
             HandshakeError::MethodNotAllowed => {
@@ -166,27 +227,42 @@ impl HandshakeError {
 
 /// What a valid upgrade request settled.
 #[derive(Debug)]
-pub(crate) struct Accepted {
-    pub accept_key: String,
+pub(crate) struct Negotiated {
+    /// `Sec-WebSocket-Accept` for HTTP/1.1; HTTP/2 has no key.
+    pub accept_key: Option<String>,
     pub subprotocol: Option<String>,
 }
 
 /// Checks an upgrade request in Tornado's order: method, `Upgrade`,
 /// `Connection`, origin, version, key; then lets the handler pick a
-/// subprotocol.
+/// subprotocol. Over HTTP/2 the method is `CONNECT`, `:protocol` stands for
+/// `Upgrade`, and there is no `Connection` header and no key (RFC 8441 §5).
 pub(crate) fn negotiate<H: WebSocketHandler>(
     request: &http::Request<()>,
     handler: &H,
-) -> Result<Accepted, HandshakeError> {
-    if request.method() != Method::GET {
-        return Err(HandshakeError::MethodNotAllowed);
-    }
+    via: Via,
+) -> Result<Negotiated, HandshakeError> {
     let headers = request.headers();
-    if !header_has_token(headers, header::UPGRADE, "websocket") {
-        return Err(HandshakeError::NotWebSocketUpgrade);
-    }
-    if !header_has_token(headers, header::CONNECTION, "upgrade") {
-        return Err(HandshakeError::ConnectionNotUpgrade);
+    match via {
+        Via::Http1 => {
+            if request.method() != Method::GET {
+                return Err(HandshakeError::MethodNotAllowed);
+            }
+            if !header_has_token(headers, header::UPGRADE, "websocket") {
+                return Err(HandshakeError::NotWebSocketUpgrade);
+            }
+            if !header_has_token(headers, header::CONNECTION, "upgrade") {
+                return Err(HandshakeError::ConnectionNotUpgrade);
+            }
+        }
+        Via::Http2 { websocket } => {
+            if request.method() != Method::CONNECT {
+                return Err(HandshakeError::MethodNotAllowed);
+            }
+            if !websocket {
+                return Err(HandshakeError::NotWebSocketUpgrade);
+            }
+        }
     }
     if let Some(origin) = cross_origin(request) {
         if !handler.check_origin(origin, request) {
@@ -199,11 +275,17 @@ pub(crate) fn negotiate<H: WebSocketHandler>(
     {
         return Err(HandshakeError::UnsupportedVersion);
     }
-    let key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|v| v.as_bytes().trim_ascii())
-        .filter(|key| is_valid_key(key))
-        .ok_or(HandshakeError::InvalidKey)?;
+    let accept_key = match via {
+        Via::Http1 => {
+            let key = headers
+                .get(header::SEC_WEBSOCKET_KEY)
+                .map(|v| v.as_bytes().trim_ascii())
+                .filter(|key| is_valid_key(key))
+                .ok_or(HandshakeError::InvalidKey)?;
+            Some(tungstenite::handshake::derive_accept_key(key))
+        }
+        Via::Http2 { .. } => None,
+    };
 
     let offered: Vec<&str> = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -223,19 +305,25 @@ pub(crate) fn negotiate<H: WebSocketHandler>(
             chosen => chosen,
         }
     };
-    Ok(Accepted {
-        accept_key: tungstenite::handshake::derive_accept_key(key),
+    Ok(Negotiated {
+        accept_key,
         subprotocol,
     })
 }
 
-/// The `101 Switching Protocols` response head.
-pub(crate) fn switching_protocols(accepted: &Accepted) -> Vec<u8> {
+/// The `101 Switching Protocols` response head (HTTP/1.1).
+pub(crate) fn switching_protocols(accepted: &Negotiated) -> Vec<u8> {
     let mut head = Vec::with_capacity(160);
     head.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
-    head.extend_from_slice(accepted.accept_key.as_bytes());
+    head.extend_from_slice(
+        accepted
+            .accept_key
+            .as_deref()
+            .unwrap_or_default()
+            .as_bytes(),
+    );
     if let Some(protocol) = &accepted.subprotocol {
         head.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
         head.extend_from_slice(protocol.as_bytes());

@@ -50,9 +50,11 @@
 //! }
 //! ```
 //!
-//! Where a byte goes, by file: `server.rs` accepts, `http1.rs` reads the
-//! request head and routes it (`router.rs`), `handshake.rs` answers 101 or an
-//! error status, `connection.rs` owns the socket from then on and calls the
+//! Where a byte goes, by file: `front/server.rs` accepts, `front/http1.rs`
+//! reads the request head and routes it (`router.rs`), `handshake.rs` runs
+//! `prepare` and the checks and the front answers 101 or an error status;
+//! then `engine/` owns the socket: `engine/mod.rs` reads frames and writes
+//! the send queue (`send_queue.rs`) out, `engine/driver.rs` calls the
 //! handler (`handler.rs`) with its context (`websocket.rs`).
 
 #![deny(missing_docs)]
@@ -63,22 +65,25 @@ mod application;
 pub mod bench_support;
 mod broker;
 mod client;
-mod connection;
+mod engine;
 mod error;
+mod front;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod group;
 mod handler;
 mod handshake;
-mod http1;
+mod hub;
 mod message;
 #[cfg(feature = "redis")]
 mod redis_broker;
 mod request;
-mod room;
+mod response;
 mod router;
-mod server;
+mod runtime;
+mod send_queue;
+mod sender;
 mod settings;
 mod stream;
 pub mod testing;
@@ -86,21 +91,23 @@ pub mod testing;
 mod tls;
 mod websocket;
 
-pub use application::{shutdown_signal, Application, Handle};
+pub use application::Application;
 pub use broker::{Broker, Delivery};
 pub use client::{connect, Client, ClientError, ConnectOptions};
 pub use error::WriteError;
-pub use handler::{CurrentUser, TrustedOrigins, WebSocketHandler};
+pub use front::server::Server;
+pub use handler::WebSocketHandler;
 pub use handshake::HandshakeError;
 pub use message::{close_code, Message, Utf8Bytes};
 #[cfg(feature = "redis")]
 pub use redis_broker::RedisBroker;
-pub use request::{PathParams, RemoteAddr, RequestExt};
-pub use server::Server;
+pub use request::{CurrentUser, PathParams, RemoteAddr, RequestExt, TrustedOrigins};
+pub use runtime::{shutdown_signal, Handle};
+pub use sender::WebSocketSender;
 pub use settings::OverflowPolicy;
 #[cfg(feature = "tls")]
 pub use tls::{tls_config_from_pem, TlsConfig};
-pub use websocket::{WebSocket, WebSocketSender};
+pub use websocket::WebSocket;
 
 pub use bytes::Bytes;
 pub use http;

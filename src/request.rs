@@ -97,3 +97,30 @@ impl RequestExt for http::Request<()> {
         self.extensions().get::<RemoteAddr>().map(|addr| addr.0)
     }
 }
+
+/// The origins that the default
+/// [`WebSocketHandler::check_origin`](crate::WebSocketHandler::check_origin) accepts,
+/// from [`Application::trusted_origins`](crate::Application::trusted_origins).
+/// squall stores them in each upgrade request's extensions.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedOrigins(pub(crate) std::sync::Arc<[String]>);
+
+impl TrustedOrigins {
+    /// Whether `origin` is listed (compared ASCII case-insensitively).
+    pub fn contains(&self, origin: &str) -> bool {
+        self.0
+            .iter()
+            .any(|trusted| trusted.eq_ignore_ascii_case(origin))
+    }
+}
+
+/// The value [`WebSocketHandler::prepare`](crate::WebSocketHandler::prepare) settled on as the connection's
+/// user (or session, or any other typed value), stored in the upgrade
+/// request's extensions and read back with
+/// [`WebSocket::current_user`](crate::WebSocket::current_user).
+///
+/// `prepare` inserts it: `request.extensions_mut().insert(CurrentUser(user))`.
+/// One value per type `T`; a second insert of the same type replaces the
+/// first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CurrentUser<T>(pub T);

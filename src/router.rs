@@ -5,39 +5,14 @@
 //! that each handler type keeps its own monomorphised connection loop.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::handshake::UpgradeRequest;
-use crate::WebSocketHandler;
-
-/// A boxed future, once per connection or page request.
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// Runs the upgrade for one WebSocket route and returns the connection to
-/// run, or `None` if the upgrade was refused.
-///
-/// The two are separate boxes on purpose: the handshake's future is large
-/// and short-lived, the connection's is small and lives for hours, and a
-/// task holds the size of the largest future it ever awaits inline.
-pub(crate) trait Upgrade: Send + Sync + 'static {
-    fn upgrade(&self, request: UpgradeRequest) -> BoxFuture<Option<BoxFuture<()>>>;
-}
-
-/// A WebSocket route: a factory that makes a fresh handler per connection.
-struct WebSocketRoute<F>(F);
-
-impl<F, H> Upgrade for WebSocketRoute<F>
-where
-    F: Fn() -> H + Send + Sync + 'static,
-    H: WebSocketHandler,
-{
-    fn upgrade(&self, request: UpgradeRequest) -> BoxFuture<Option<BoxFuture<()>>> {
-        Box::pin(crate::handshake::upgrade((self.0)(), request))
-    }
-}
+use crate::engine::BoxFuture;
+use crate::handler::WebSocketHandler;
+use crate::handshake::{Endpoint, FactoryEndpoint};
+use crate::request::PathParams;
 
 /// A plain HTTP GET/HEAD handler.
 pub(crate) type PageHandler =
@@ -46,7 +21,7 @@ pub(crate) type PageHandler =
 /// What a path leads to.
 #[derive(Clone)]
 pub(crate) enum Route {
-    WebSocket(Arc<dyn Upgrade>),
+    WebSocket(Arc<dyn Endpoint>),
     Page(PageHandler),
 }
 
@@ -56,7 +31,7 @@ impl Route {
         F: Fn() -> H + Send + Sync + 'static,
         H: WebSocketHandler,
     {
-        Route::WebSocket(Arc::new(WebSocketRoute(factory)))
+        Route::WebSocket(Arc::new(FactoryEndpoint(factory)))
     }
 
     pub fn page<F, Fut, B>(handler: F) -> Self
@@ -89,7 +64,7 @@ impl Router {
     }
 
     /// The route for `path` and the parameters it captured.
-    pub fn at(&self, path: &str) -> Option<(&Route, crate::PathParams)> {
+    pub fn at(&self, path: &str) -> Option<(&Route, PathParams)> {
         let matched = self.routes.at(path).ok()?;
         let params = matched
             .params
@@ -99,6 +74,6 @@ impl Router {
                 (k.to_owned(), value.into_owned())
             })
             .collect();
-        Some((matched.value, crate::PathParams(params)))
+        Some((matched.value, PathParams(params)))
     }
 }

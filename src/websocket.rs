@@ -1,267 +1,24 @@
-//! The per-connection context handed to every handler method, and the
-//! cloneable [`WebSocketSender`] other tasks use to reach a connection.
+//! The per-connection context handed to every handler method: Tornado's
+//! `self` for everything that is not the user's own state.
 //!
-//! Neither touches the socket: writes go into the connection's send queue,
-//! which the connection task (see `connection.rs`) drains into the socket,
-//! combining writes. The queue is bounded twice, by messages and by bytes
-//! (`room.rs`): a writer takes room before pushing and the connection gives
-//! it back as each message reaches the socket. A waiting writer
-//! (`write_message`) waits for room; a non-waiting one (`send`) fails with
-//! [`WriteError::QueueFull`] instead.
-//!
-//! The queue itself is a `VecDeque` under a mutex that is only ever held for a
-//! push or a pop, plus the connection task's waker: it allocates nothing
-//! until used, which keeps an idle connection small.
+//! It never touches the socket: writes go into the connection's send queue
+//! (`send_queue.rs`) through its [`WebSocketSender`], and the connection
+//! task (`engine/`) drains the queue into the socket, combining writes.
+//! Groups and broadcasts go through the application's hub (`hub.rs`).
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use futures_util::task::AtomicWaker;
 
-use crate::request::RequestExt;
-use crate::room::{NoRoom, Room};
-use crate::settings::OverflowPolicy;
-use crate::{Message, Utf8Bytes, WriteError};
-
-/// One queued write and the bytes of room it holds.
-pub(crate) struct Outbound {
-    pub message: tungstenite::Message,
-    pub charge: u32,
-}
-
-/// A request to close. It never waits behind a full queue: it is kept beside
-/// the queue, and the connection writes it after what is queued.
-pub(crate) struct CloseRequest {
-    pub code: u16,
-    pub reason: Utf8Bytes,
-}
-
-/// What the connection finds when it looks at its queue.
-pub(crate) enum Popped {
-    Message(Outbound),
-    Empty,
-    /// Closed to writers and empty.
-    Finished,
-}
-
-#[derive(Default)]
-struct Queue {
-    items: VecDeque<Outbound>,
-    close_request: Option<CloseRequest>,
-    closed: bool,
-}
-
-/// State shared by a connection task and every handle to it.
-pub(crate) struct Shared {
-    queue: Mutex<Queue>,
-    /// Wakes the connection task on a push or a close request.
-    task: AtomicWaker,
-    room: Room,
-    closing: AtomicBool,
-    close_requested: AtomicBool,
-    overflow: OverflowPolicy,
-}
-
-impl Shared {
-    pub fn new(max_messages: usize, max_bytes: usize, overflow: OverflowPolicy) -> Arc<Self> {
-        Arc::new(Shared {
-            queue: Mutex::default(),
-            task: AtomicWaker::new(),
-            room: Room::new(max_messages, max_bytes),
-            closing: AtomicBool::new(false),
-            close_requested: AtomicBool::new(false),
-            overflow,
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        // Nothing panics while holding the lock; recover the data if it ever did.
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The connection task registers its waker before looking at the queue.
-    pub fn register(&self, waker: &std::task::Waker) {
-        self.task.register(waker);
-    }
-
-    /// The next queued message; its room goes back to writers at once.
-    pub fn pop(&self) -> Popped {
-        if self.room.is_unused() && !self.is_closing() {
-            // Nothing holds room, so nothing is queued: no lock needed.
-            return Popped::Empty;
-        }
-        let mut queue = self.lock();
-        match queue.items.pop_front() {
-            Some(outbound) => {
-                drop(queue);
-                self.room.give_back(outbound.charge);
-                Popped::Message(outbound)
-            }
-            None if queue.closed => Popped::Finished,
-            None => Popped::Empty,
-        }
-    }
-
-    /// A pending close request, if one was made.
-    pub fn take_close_request(&self) -> Option<CloseRequest> {
-        if !self.close_requested.load(Ordering::Acquire) {
-            return None;
-        }
-        self.lock().close_request.take()
-    }
-
-    /// Closes the queue to writers: every later write, and every writer
-    /// waiting for room, gets [`WriteError::Closed`]. What is queued stays
-    /// for the connection to drain.
-    pub fn close_queue(&self) {
-        self.closing.store(true, Ordering::Release);
-        self.lock().closed = true;
-        self.room.close();
-    }
-
-    /// Drops whatever is still queued (the connection is gone).
-    pub fn discard(&self) {
-        let items = std::mem::take(&mut self.lock().items);
-        drop(items);
-    }
-
-    fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Acquire)
-    }
-
-    fn push(&self, message: tungstenite::Message, charge: u32) -> Result<(), WriteError> {
-        let mut queue = self.lock();
-        if queue.closed {
-            drop(queue);
-            self.room.give_back(charge);
-            return Err(WriteError::Closed);
-        }
-        queue.items.push_back(Outbound { message, charge });
-        drop(queue);
-        self.task.wake();
-        Ok(())
-    }
-
-    async fn enqueue(&self, message: tungstenite::Message) -> Result<(), WriteError> {
-        if self.is_closing() {
-            return Err(WriteError::Closed);
-        }
-        let charge = self.room.charge(message.len());
-        self.room
-            .take(charge)
-            .await
-            .map_err(|_| WriteError::Closed)?;
-        self.push(message, charge)
-    }
-
-    fn try_enqueue(&self, message: tungstenite::Message) -> Result<(), WriteError> {
-        if self.is_closing() {
-            return Err(WriteError::Closed);
-        }
-        let charge = self.room.charge(message.len());
-        match self.room.try_take(charge) {
-            Ok(()) => self.push(message, charge),
-            Err(NoRoom::Closed) => Err(WriteError::Closed),
-            Err(NoRoom::Full) => Err(self.overflowed()),
-        }
-    }
-
-    fn overflowed(&self) -> WriteError {
-        if let OverflowPolicy::Close(code) = self.overflow {
-            tracing::warn!(code, "send queue full: closing the slow connection");
-            self.request_close(code, Utf8Bytes::from_static("send queue full"));
-        }
-        WriteError::QueueFull
-    }
-
-    fn request_close(&self, code: u16, reason: Utf8Bytes) {
-        let mut queue = self.lock();
-        if queue.closed || queue.close_request.is_some() {
-            // The first close asked for wins.
-            return;
-        }
-        queue.close_request = Some(CloseRequest { code, reason });
-        drop(queue);
-        self.close_requested.store(true, Ordering::Release);
-        self.task.wake();
-    }
-}
-
-/// A cloneable handle to one connection, usable from any task: Tornado's
-/// habit of keeping handler objects in a set to write to them later.
-///
-/// [`send`](Self::send) never waits: when the connection's send queue is full
-/// it returns [`WriteError::QueueFull`] and applies the application's
-/// [`OverflowPolicy`]. [`write_message`](Self::write_message) waits for room
-/// instead. Both return [`WriteError::Closed`] once the connection is closing.
-///
-/// ```no_run
-/// # async fn demo(ws: &squall::WebSocket) {
-/// let sender = ws.sender();
-/// tokio::spawn(async move {
-///     sender.send("tick").ok();
-/// });
-/// # }
-/// ```
-#[derive(Clone)]
-pub struct WebSocketSender {
-    shared: Arc<Shared>,
-}
-
-impl WebSocketSender {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        WebSocketSender { shared }
-    }
-
-    /// Queues a message without waiting.
-    pub fn send(&self, message: impl Into<Message>) -> Result<(), WriteError> {
-        self.shared.try_enqueue(message.into().into_tungstenite())
-    }
-
-    /// Queues a message already converted for the wire, shared with other
-    /// receivers (broadcast).
-    pub(crate) fn send_shared(&self, message: tungstenite::Message) -> Result<(), WriteError> {
-        self.shared.try_enqueue(message)
-    }
-
-    /// Queues a message, waiting while the send queue is full.
-    pub async fn write_message(&self, message: impl Into<Message>) -> Result<(), WriteError> {
-        self.shared.enqueue(message.into().into_tungstenite()).await
-    }
-
-    /// Asks the connection to close with `code` and `reason`, after the
-    /// messages already queued. Never waits.
-    pub fn close(&self, code: u16, reason: &str) {
-        self.shared.request_close(code, reason.into());
-    }
-
-    /// Whether the connection is closing or closed.
-    pub fn is_closed(&self) -> bool {
-        self.shared.is_closing()
-    }
-
-    /// Whether two handles reach the same connection.
-    pub fn same_connection(&self, other: &WebSocketSender) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
-    }
-
-    /// The connection's identity in groups (stable while it lives).
-    pub(crate) fn id(&self) -> crate::group::MemberId {
-        Arc::as_ptr(&self.shared) as usize
-    }
-}
-
-impl std::fmt::Debug for WebSocketSender {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebSocketSender")
-            .field("closed", &self.is_closed())
-            .finish()
-    }
-}
+use crate::error::WriteError;
+use crate::group::Membership;
+use crate::hub::Hub;
+use crate::message::Message;
+use crate::request::{CurrentUser, RequestExt};
+use crate::send_queue::SendQueue;
+use crate::sender::WebSocketSender;
 
 /// How the peer closed the connection, if it said.
 #[derive(Clone, Debug, Default)]
@@ -277,24 +34,24 @@ pub struct WebSocket {
     request: http::Request<()>,
     subprotocol: Option<String>,
     peer_close: OnceLock<PeerClose>,
-    membership: crate::group::Membership,
-    app: crate::application::AppContext,
+    membership: Membership,
+    hub: Arc<Hub>,
 }
 
 impl WebSocket {
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        queue: Arc<SendQueue>,
         request: http::Request<()>,
         subprotocol: Option<String>,
-        app: crate::application::AppContext,
+        hub: Arc<Hub>,
     ) -> Self {
         WebSocket {
-            sender: WebSocketSender::new(shared),
+            sender: WebSocketSender::new(queue),
             request,
             subprotocol,
             peer_close: OnceLock::new(),
-            membership: Default::default(),
-            app,
+            membership: Membership::default(),
+            hub,
         }
     }
 
@@ -322,7 +79,7 @@ impl WebSocket {
             return Err(WriteError::PingTooLong);
         }
         self.sender
-            .shared
+            .queue()
             .enqueue(tungstenite::Message::Ping(data))
             .await
     }
@@ -330,7 +87,7 @@ impl WebSocket {
     /// Closes the connection with `code` and `reason` once the messages
     /// already queued are written. Later writes return [`WriteError::Closed`].
     pub fn close(&self, code: u16, reason: &str) {
-        self.sender.shared.closing.store(true, Ordering::Release);
+        self.sender.queue().refuse_writes();
         self.sender.close(code, reason);
     }
 
@@ -379,7 +136,7 @@ impl WebSocket {
     pub fn current_user<T: Send + Sync + 'static>(&self) -> Option<&T> {
         self.request
             .extensions()
-            .get::<crate::CurrentUser<T>>()
+            .get::<CurrentUser<T>>()
             .map(|user| &user.0)
     }
 
@@ -417,13 +174,13 @@ impl WebSocket {
             return false;
         }
         self.membership.add(group);
-        self.app.groups().join(group, &self.sender)
+        self.hub.groups().join(group, &self.sender)
     }
 
     /// Leaves `group`; returns `false` if not a member.
     pub fn leave(&self, group: &str) -> bool {
         self.membership.remove(group);
-        self.app.groups().leave(group, &self.sender)
+        self.hub.groups().leave(group, &self.sender)
     }
 
     /// Sends `message` to every member of `group`, this connection included
@@ -431,19 +188,19 @@ impl WebSocket {
     /// message is serialised once and shared. Returns how many local members
     /// accepted it; see [`Handle::broadcast`](crate::Handle::broadcast).
     pub fn broadcast(&self, group: &str, message: impl Into<Message>) -> usize {
-        self.app.broadcast(group, message.into(), None)
+        self.hub.broadcast(group, message.into(), None)
     }
 
     /// As [`broadcast`](Self::broadcast), but not to this connection.
     pub fn broadcast_others(&self, group: &str, message: impl Into<Message>) -> usize {
-        self.app
+        self.hub
             .broadcast(group, message.into(), Some(self.sender.id()))
     }
 
     /// Leaves every group (when the connection closes).
     pub(crate) fn leave_all(&self) {
         for group in self.membership.take() {
-            self.app.groups().leave(&group, &self.sender);
+            self.hub.groups().leave(&group, &self.sender);
         }
     }
 }

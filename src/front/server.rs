@@ -15,27 +15,21 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::application::{AppContext, Handle};
-use crate::http1;
-use crate::router::BoxFuture;
+use super::http1;
+use crate::engine::BoxFuture;
+use crate::runtime::{Handle, Runtime};
 use crate::stream::Stream;
 
 /// A bound, not yet running server. [`Application::bind`](crate::Application::bind)
 /// makes one.
 pub struct Server {
     listener: TcpListener,
-    app: AppContext,
-    handle: Handle,
+    app: Runtime,
 }
 
 impl Server {
-    pub(crate) fn new(listener: TcpListener, app: AppContext) -> Self {
-        let handle = Handle::from_context(&app);
-        Server {
-            listener,
-            app,
-            handle,
-        }
+    pub(crate) fn new(listener: TcpListener, app: Runtime) -> Self {
+        Server { listener, app }
     }
 
     /// The address the server listens on.
@@ -45,7 +39,7 @@ impl Server {
 
     /// A handle to stop this server.
     pub fn handle(&self) -> Handle {
-        self.handle.clone()
+        self.app.handle()
     }
 
     /// Serves `wss://` (TLS) until [`Handle::shutdown`], then shuts down
@@ -85,15 +79,15 @@ impl Server {
     }
 }
 
-/// Starts the broker, accepts until shutdown handing each connection to
-/// `serve`, waits for the connections to finish (bounded by the shutdown
-/// timeout), and marks the application stopped.
-pub(crate) async fn accept_loop<S, Fut>(listener: TcpListener, app: &AppContext, serve: S)
+/// Starts the application, accepts until shutdown handing each connection
+/// to `serve`, waits for the connections to finish (bounded by the shutdown
+/// timeout), and returns once the application has stopped.
+pub(crate) async fn accept_loop<S, Fut>(listener: TcpListener, app: &Runtime, serve: S)
 where
-    S: Fn(TcpStream, SocketAddr, AppContext) -> Fut,
+    S: Fn(TcpStream, SocketAddr, Runtime) -> Fut,
     Fut: std::future::Future<Output = Option<BoxFuture<()>>> + Send + 'static,
 {
-    app.start_broker();
+    app.start();
     let settings = app.settings().clone();
     let limit = Arc::new(Semaphore::new(settings.max_connections));
     let mut tasks = JoinSet::new();
@@ -115,12 +109,12 @@ where
                             // itself then holds two pointers, not the
                             // largest future it ever ran.
                             let http = Box::pin(serve(tcp, remote, app.clone()));
-                            tasks.spawn(async move {
+                            tasks.spawn(app.track(async move {
                                 if let Some(websocket) = http.await {
                                     websocket.await;
                                 }
                                 drop(permit);
-                            });
+                            }));
                         }
                         Err(_) => {
                             tracing::warn!(%remote, "connection limit reached: 503");
@@ -152,7 +146,7 @@ where
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
-    app.mark_stopped();
+    app.stopped().await;
 }
 
 /// Errors that concern one incoming connection, not the listener.

@@ -14,10 +14,13 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::application::AppContext;
-use crate::handshake::UpgradeRequest;
+use super::access_log::log_access;
+use crate::engine::BoxFuture;
+use crate::handshake::{switching_protocols, Handshake, Via};
 use crate::request::RemoteAddr;
-use crate::router::{BoxFuture, Route};
+use crate::response::text_response;
+use crate::router::Route;
+use crate::runtime::Runtime;
 use crate::stream::Stream;
 
 /// Most headers in one request head; more answers 431.
@@ -40,7 +43,7 @@ pub(crate) enum HeadError {
 pub(crate) async fn serve_connection(
     mut stream: Stream,
     remote: SocketAddr,
-    app: AppContext,
+    app: Runtime,
 ) -> Option<BoxFuture<()>> {
     let settings = app.settings();
     let mut buf = BytesMut::with_capacity(2048);
@@ -77,15 +80,30 @@ pub(crate) async fn serve_connection(
         request.extensions_mut().insert(params);
         match route {
             Route::WebSocket(endpoint) => {
-                let endpoint = endpoint.clone();
-                let upgrade = UpgradeRequest {
-                    stream,
-                    read_ahead: buf,
-                    request,
-                    started,
-                    app: app.clone(),
+                let Handshake { request, outcome } =
+                    endpoint.handshake(request, app.env(), Via::Http1).await;
+                let accepted = match outcome {
+                    Ok(accepted) => accepted,
+                    Err(response) => {
+                        let status = response.status();
+                        let head_only = request.method() == Method::HEAD;
+                        let _ = write_response(&mut stream, response, head_only, false).await;
+                        log_access(status, &request, started);
+                        return None;
+                    }
                 };
-                return endpoint.upgrade(upgrade).await;
+                let head = switching_protocols(&accepted.negotiated);
+                if stream.write_all(&head).await.is_err() {
+                    return None;
+                }
+                log_access(StatusCode::SWITCHING_PROTOCOLS, &request, started);
+                // Only the bytes past the head are kept; the head buffer
+                // itself is freed here rather than held for the connection's
+                // lifetime.
+                let leftover = Vec::from(&buf[..]);
+                drop(buf);
+                let env = app.env().clone();
+                return Some(accepted.into_connection(stream, leftover, request, env));
             }
             Route::Page(page) => {
                 let response = if matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -119,23 +137,6 @@ async fn respond(
     let written = write_response(stream, response, head_only, keep_alive).await;
     log_access(status, request, started);
     written.is_ok() && keep_alive
-}
-
-/// One access line per request, as Tornado logs them:
-/// `101 GET /socket/ (127.0.0.1) 0.42ms`.
-pub(crate) fn log_access(status: StatusCode, request: &Request<()>, started: Instant) {
-    let ip = request
-        .extensions()
-        .get::<RemoteAddr>()
-        .map(|addr| addr.0.ip().to_string())
-        .unwrap_or_default();
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    if status.is_server_error() {
-        tracing::warn!(target: "squall::access", "{} {} {} ({}) {:.2}ms", status.as_u16(), request.method(), path, ip, ms);
-    } else {
-        tracing::info!(target: "squall::access", "{} {} {} ({}) {:.2}ms", status.as_u16(), request.method(), path, ip, ms);
-    }
 }
 
 /// Keep-alive unless the client asked to close, spoke HTTP/1.0 without
@@ -237,17 +238,6 @@ pub(crate) fn parse_head(
     }
     let _ = buf.split_to(len);
     Ok(Some(request))
-}
-
-/// A plain-text response.
-pub(crate) fn text_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes> {
-    let mut response = Response::new(body.into());
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
 
 /// Writes a response with `Content-Length` (and the body unless `head_only`).

@@ -1,5 +1,5 @@
-//! Room in a connection's send queue: how many messages and bytes it may
-//! still take.
+//! The capacity word of a connection's send queue: how many messages and
+//! bytes it may still take.
 //!
 //! Both counts live in one atomic word (messages in the high half, bytes in
 //! the low half), so taking room for a message is one compare-and-swap and
@@ -18,7 +18,7 @@ pub(crate) enum NoRoom {
     Closed,
 }
 
-pub(crate) struct Room {
+pub(crate) struct Capacity {
     /// Messages in use << 32 | bytes in use.
     used: AtomicU64,
     max_messages: u64,
@@ -31,11 +31,11 @@ pub(crate) struct Room {
 const MESSAGE: u64 = 1 << 32;
 const BYTES: u64 = MESSAGE - 1;
 
-impl Room {
+impl Capacity {
     /// Room for `max_messages` messages and `max_bytes` bytes (each at most
     /// `u32::MAX`).
     pub fn new(max_messages: usize, max_bytes: usize) -> Self {
-        Room {
+        Capacity {
             used: AtomicU64::new(0),
             max_messages: max_messages.clamp(1, u32::MAX as usize) as u64,
             max_bytes: max_bytes.clamp(1, u32::MAX as usize) as u64,
@@ -138,36 +138,36 @@ mod tests {
 
     #[test]
     fn bounded_by_messages_and_bytes() {
-        let room = Room::new(2, 10);
-        assert_eq!(room.try_take(4), Ok(()));
-        assert_eq!(room.try_take(7), Err(NoRoom::Full));
-        assert_eq!(room.try_take(6), Ok(()));
-        assert_eq!(room.try_take(0), Err(NoRoom::Full));
-        room.give_back(4);
-        room.give_back(6);
-        assert!(room.is_unused());
-        assert_eq!(room.try_take(room.charge(1_000)), Ok(()));
-        assert_eq!(room.try_take(1), Err(NoRoom::Full));
+        let capacity = Capacity::new(2, 10);
+        assert_eq!(capacity.try_take(4), Ok(()));
+        assert_eq!(capacity.try_take(7), Err(NoRoom::Full));
+        assert_eq!(capacity.try_take(6), Ok(()));
+        assert_eq!(capacity.try_take(0), Err(NoRoom::Full));
+        capacity.give_back(4);
+        capacity.give_back(6);
+        assert!(capacity.is_unused());
+        assert_eq!(capacity.try_take(capacity.charge(1_000)), Ok(()));
+        assert_eq!(capacity.try_take(1), Err(NoRoom::Full));
     }
 
     #[tokio::test]
     async fn a_waiting_writer_wakes_on_release_and_on_close() {
-        let room = std::sync::Arc::new(Room::new(1, 100));
-        room.try_take(1).unwrap();
+        let capacity = std::sync::Arc::new(Capacity::new(1, 100));
+        capacity.try_take(1).unwrap();
         let waiter = tokio::spawn({
-            let room = room.clone();
-            async move { room.take(1).await }
+            let capacity = capacity.clone();
+            async move { capacity.take(1).await }
         });
         tokio::task::yield_now().await;
-        room.give_back(1);
+        capacity.give_back(1);
         assert_eq!(waiter.await.unwrap(), Ok(()));
 
         let waiter = tokio::spawn({
-            let room = room.clone();
-            async move { room.take(1).await }
+            let capacity = capacity.clone();
+            async move { capacity.take(1).await }
         });
         tokio::task::yield_now().await;
-        room.close();
+        capacity.close();
         assert_eq!(waiter.await.unwrap(), Err(NoRoom::Closed));
     }
 }

@@ -1,0 +1,304 @@
+//! [`Connection`]: the engine side of one connection, the socket and
+//! everything that moves it. [`Connection::poll_progress`] does all the work
+//! the socket allows at a given moment; `driver.rs` calls it between and
+//! during handler methods.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Sink, Stream as _};
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::error::Error as WsError;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role};
+
+use super::close::{close_for, Phase};
+use super::env::Env;
+use super::inbox::{Event, Inbox};
+use super::keepalive::{Due, KeepAlive};
+use super::linger;
+use super::shutdown::Shutdown;
+use crate::message::{close_code, Message, Utf8Bytes};
+use crate::send_queue::{Outbound, Popped, SendQueue};
+use crate::stream::Stream;
+use crate::websocket::{PeerClose, WebSocket};
+
+/// Wraps an upgraded stream (and any bytes read past the request head) as a
+/// WebSocket: the handler's context and the engine side, ready for
+/// [`run`](super::run).
+pub(crate) async fn establish(
+    stream: Stream,
+    read_ahead: Vec<u8>,
+    request: http::Request<()>,
+    subprotocol: Option<String>,
+    env: &Env,
+) -> (WebSocket, Connection) {
+    let settings = &env.settings;
+    let ws = WebSocketStream::from_partially_read(
+        stream,
+        read_ahead,
+        Role::Server,
+        Some(settings.websocket_config()),
+    )
+    .await;
+    let queue = Arc::new(SendQueue::new(
+        settings.max_queued_messages,
+        settings.max_queued_bytes,
+        settings.overflow,
+    ));
+    let connection = Connection {
+        ws,
+        queue: queue.clone(),
+        inbox: Inbox::new(settings.max_message_size),
+        phase: Phase::Open,
+        unflushed: false,
+        keepalive: KeepAlive::from_settings(settings),
+        shutdown: Shutdown::new(env.shutdown.clone()),
+        close_timeout: settings.close_timeout,
+        peer_close: None,
+    };
+    let context = WebSocket::new(queue, request, subprotocol, env.hub.clone());
+    (context, connection)
+}
+
+/// The engine side of a connection: the socket and everything that moves it.
+pub(crate) struct Connection {
+    ws: WebSocketStream<Stream>,
+    queue: Arc<SendQueue>,
+    pub(super) inbox: Inbox,
+    phase: Phase,
+    unflushed: bool,
+    keepalive: Option<KeepAlive>,
+    shutdown: Shutdown,
+    close_timeout: Duration,
+    pub(super) peer_close: Option<PeerClose>,
+}
+
+impl Connection {
+    /// Closes the socket for good once the loop is over. The shutdown is
+    /// bounded: over TLS it writes a close_notify, which a peer that stopped
+    /// reading would otherwise hold up for ever (and `on_close` with it).
+    pub(super) async fn finish(&mut self) {
+        self.queue.close();
+        self.queue.discard();
+        let shutdown = tokio::io::AsyncWriteExt::shutdown(self.ws.get_mut());
+        let _ = tokio::time::timeout(self.close_timeout, shutdown).await;
+    }
+
+    pub(super) fn begin_close(&mut self, code: u16, reason: Utf8Bytes) {
+        if self.phase.begin_close(code, reason, self.close_timeout) {
+            self.queue.close();
+        }
+    }
+
+    /// Sends a close frame at once because the peer broke the protocol.
+    fn fail(&mut self, code: u16, reason: &'static str, cx: &mut Context<'_>) {
+        tracing::debug!(code, reason, "closing a WebSocket after a protocol error");
+        self.queue.close();
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        let queued = Pin::new(&mut self.ws)
+            .start_send(tungstenite::Message::Close(Some(frame)))
+            .is_ok();
+        self.unflushed |= queued;
+        self.phase.fail(queued, self.close_timeout);
+        cx.waker().wake_by_ref();
+    }
+
+    fn closed(&mut self) -> Poll<Option<Event>> {
+        if !self.phase.is_closed() {
+            self.queue.close();
+            self.phase = Phase::Closed;
+        }
+        Poll::Ready(None)
+    }
+
+    /// Does all the work the socket allows now and returns the next event
+    /// read (if `read` is allowed), `Ready(None)` once the connection is over,
+    /// or `Pending` with every source of progress registered for wake-up.
+    pub(super) fn poll_progress(
+        &mut self,
+        cx: &mut Context<'_>,
+        read: bool,
+    ) -> Poll<Option<Event>> {
+        if self.phase.is_closed() {
+            return Poll::Ready(None);
+        }
+        self.queue.register(cx.waker());
+        if self.phase.is_open() {
+            self.poll_close_triggers(cx);
+        }
+
+        // Queued writes go into tungstenite's buffer (no syscall yet, unless
+        // the buffer passes `write_buffer_size`).
+        if self.phase.feeds_queue() && self.poll_feed(cx).is_err() {
+            return self.closed();
+        }
+
+        if self.phase.reads(read) {
+            match Pin::new(&mut self.ws).poll_next(cx) {
+                Poll::Ready(Some(Ok(message))) => {
+                    if let Some(event) = self.on_frame(message) {
+                        return Poll::Ready(Some(event));
+                    }
+                    // A close or an event outside the open phase: go round
+                    // again to read on.
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Ready(Some(Err(error))) => match close_for(&error) {
+                    Some((code, reason)) if self.phase.feeds_queue() => self.fail(code, reason, cx),
+                    // The close handshake finished, or the peer vanished.
+                    _ => return self.closed(),
+                },
+                Poll::Ready(None) => return self.closed(),
+                Poll::Pending => {}
+            }
+        }
+
+        // No more input is ready (or reading is paused): now write.
+        if self.phase.flushes(self.unflushed) {
+            match Pin::new(&mut self.ws).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.unflushed = false;
+                    self.phase.flushed();
+                }
+                Poll::Ready(Err(_)) => return self.closed(),
+                Poll::Pending => {}
+            }
+        }
+
+        if let Phase::Lingering { shut_down, .. } = &mut self.phase {
+            if linger::poll_linger(self.ws.get_mut(), cx, shut_down).is_ready() {
+                return self.closed();
+            }
+        }
+
+        if self.phase.poll_deadline(cx).is_ready() {
+            tracing::debug!("close handshake timed out: dropping the connection");
+            return self.closed();
+        }
+        Poll::Pending
+    }
+
+    /// Close requests, server shutdown and the keep-alive timer.
+    fn poll_close_triggers(&mut self, cx: &mut Context<'_>) {
+        if let Some(request) = self.queue.take_close_request() {
+            self.begin_close(request.code, request.reason);
+            return;
+        }
+        if self.shutdown.poll_cancelled(cx) {
+            self.begin_close(
+                close_code::GOING_AWAY,
+                Utf8Bytes::from_static("server shutting down"),
+            );
+            return;
+        }
+        let Some(keepalive) = &mut self.keepalive else {
+            return;
+        };
+        match keepalive.poll_due(cx) {
+            Due::Nothing => {}
+            Due::Ping => {
+                if Pin::new(&mut self.ws)
+                    .start_send(tungstenite::Message::Ping(Bytes::new()))
+                    .is_ok()
+                {
+                    self.unflushed = true;
+                }
+            }
+            Due::TimedOut => {
+                tracing::debug!("no pong within the ping timeout: closing");
+                self.begin_close(
+                    close_code::GOING_AWAY,
+                    Utf8Bytes::from_static("ping timeout"),
+                );
+            }
+        }
+    }
+
+    /// Moves queued messages into tungstenite's write buffer. In the draining
+    /// phase, sends the close frame once the queue is empty.
+    fn poll_feed(&mut self, cx: &mut Context<'_>) -> Result<(), ()> {
+        loop {
+            match Pin::new(&mut self.ws).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Err(()),
+                Poll::Pending => return Ok(()),
+            }
+            match self.queue.pop() {
+                Popped::Message(Outbound { message, .. }) => {
+                    match Pin::new(&mut self.ws).start_send(message) {
+                        Ok(()) => self.unflushed = true,
+                        Err(WsError::Capacity(error)) => {
+                            // A message over the size limit is refused at the
+                            // door: drop it and say so, keep the connection.
+                            tracing::warn!(%error, "dropped an outgoing message over the size limit");
+                        }
+                        Err(_) => return Err(()),
+                    }
+                }
+                Popped::Finished => {
+                    // The queue is closed and empty: only while draining.
+                    if let Some((code, reason)) = self.phase.close_frame_queued(self.close_timeout)
+                    {
+                        let frame = CloseFrame {
+                            code: CloseCode::from(code),
+                            reason: reason.into_inner(),
+                        };
+                        if Pin::new(&mut self.ws)
+                            .start_send(tungstenite::Message::Close(Some(frame)))
+                            .is_err()
+                        {
+                            return Err(());
+                        }
+                        self.unflushed = true;
+                    }
+                    return Ok(());
+                }
+                Popped::Empty => return Ok(()),
+            }
+        }
+    }
+
+    /// Turns a message from tungstenite into an event for the handler, or
+    /// records a close.
+    fn on_frame(&mut self, message: tungstenite::Message) -> Option<Event> {
+        let event = match message {
+            tungstenite::Message::Text(text) => Event::Message(Message::Text(text.into())),
+            tungstenite::Message::Binary(data) => Event::Message(Message::Binary(data)),
+            tungstenite::Message::Ping(data) => {
+                // tungstenite has queued the pong; make sure it is flushed.
+                self.unflushed = true;
+                Event::Ping(data)
+            }
+            tungstenite::Message::Pong(data) => {
+                if let Some(keepalive) = &mut self.keepalive {
+                    keepalive.pong();
+                }
+                Event::Pong(data)
+            }
+            tungstenite::Message::Close(frame) => {
+                self.peer_close = Some(PeerClose {
+                    code: frame.as_ref().map(|f| u16::from(f.code)),
+                    reason: frame
+                        .as_ref()
+                        .map(|f| f.reason.as_str().to_owned())
+                        .filter(|r| !r.is_empty()),
+                });
+                // tungstenite has queued the echo of the close frame.
+                self.unflushed = true;
+                if self.phase.peer_closed(self.close_timeout) {
+                    self.queue.close();
+                }
+                return None;
+            }
+            tungstenite::Message::Frame(_) => return None,
+        };
+        self.phase.delivers().then_some(event)
+    }
+}

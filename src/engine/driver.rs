@@ -1,0 +1,105 @@
+//! The handler driver: runs a connection from `open` to `on_close`, one
+//! handler method at a time, while the socket keeps moving underneath.
+//!
+//! While a method runs, [`Connection::call`] keeps polling the socket:
+//! queued writes keep draining (so a handler waiting for queue room is never
+//! waiting on itself), pings are answered, and incoming messages are read
+//! ahead into the bounded inbox, delivered in order once the method returns.
+
+use std::future::{poll_fn, Future};
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
+use std::task::{Context, Poll};
+
+use futures_util::FutureExt;
+
+use super::connection::Connection;
+use super::inbox::Event;
+use crate::handler::WebSocketHandler;
+use crate::message::{close_code, Utf8Bytes};
+use crate::websocket::WebSocket;
+
+/// Runs a connection from `open` to `on_close`.
+///
+/// `on_close` runs exactly once, whatever ends the connection, and after the
+/// socket is closed.
+pub(crate) async fn run<H: WebSocketHandler>(mut handler: H, ws: WebSocket, mut io: Connection) {
+    tracing::debug!(remote = %ws.remote_addr(), path = %ws.request().uri().path(), "WebSocket opened");
+    let mut healthy = io.call(handler.open(&ws)).await;
+    while let Some(event) = io.next_event().await {
+        if !healthy {
+            // A method panicked: the close is under way, nothing more reaches
+            // the handler until on_close.
+            continue;
+        }
+        healthy = match event {
+            Event::Message(message) => io.call(handler.on_message(&ws, message)).await,
+            Event::Ping(data) => io.call(handler.on_ping(&ws, data)).await,
+            Event::Pong(data) => io.call(handler.on_pong(&ws, data)).await,
+        };
+    }
+    ws.leave_all();
+    ws.set_peer_close(io.peer_close.take().unwrap_or_default());
+    io.finish().await;
+    if AssertUnwindSafe(handler.on_close(&ws))
+        .catch_unwind()
+        .await
+        .is_err()
+    {
+        tracing::warn!("WebSocket handler panicked in on_close");
+    }
+    tracing::debug!(remote = %ws.remote_addr(), code = ?ws.close_code(), "WebSocket closed");
+}
+
+impl Connection {
+    /// Runs one handler method to completion while the socket keeps going.
+    /// Returns `false` if the method panicked (the connection is then closing
+    /// with 1011).
+    async fn call<F: Future<Output = ()>>(&mut self, method: F) -> bool {
+        let mut method = pin!(AssertUnwindSafe(method).catch_unwind());
+        let outcome = poll_fn(|cx| {
+            if let Poll::Ready(outcome) = method.as_mut().poll(cx) {
+                return Poll::Ready(outcome);
+            }
+            self.poll_read_ahead(cx);
+            Poll::Pending
+        })
+        .await;
+        match outcome {
+            Ok(()) => true,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::warn!(panic = %what, "WebSocket handler panicked: closing with 1011");
+                self.begin_close(
+                    close_code::INTERNAL_ERROR,
+                    Utf8Bytes::from_static("internal error"),
+                );
+                false
+            }
+        }
+    }
+
+    /// While a handler method runs: move the socket along, reading ahead into
+    /// the bounded inbox.
+    fn poll_read_ahead(&mut self, cx: &mut Context<'_>) {
+        loop {
+            let room = self.inbox.has_room();
+            match self.poll_progress(cx, room) {
+                Poll::Ready(Some(event)) => self.inbox.push(event),
+                Poll::Ready(None) | Poll::Pending => return,
+            }
+        }
+    }
+
+    /// The next event for the handler, or `None` once the connection is closed.
+    async fn next_event(&mut self) -> Option<Event> {
+        if let Some(event) = self.inbox.pop() {
+            return Some(event);
+        }
+        poll_fn(|cx| self.poll_progress(cx, true)).await
+    }
+}

@@ -1,0 +1,44 @@
+//! The connection engine: the task that owns one upgraded socket.
+//!
+//! Everything that touches the socket after the upgrade happens here, in one
+//! task: reading frames, answering pings, calling the handler, draining the
+//! send queue into the socket, keep-alive pings, and the close handshake.
+//! Nothing else holds the socket, so there is no lock between reading and
+//! writing. The engine does not know which front (the standalone HTTP/1.1
+//! server, or hyper through the tower `Service`) handed it the socket: it
+//! needs only the stream, the request, and the application's [`Env`]
+//! (its settings, the shutdown signal and the groups hub).
+//!
+//! Where a byte goes: `Connection::poll_progress` (`connection.rs`) reads a frame through
+//! tungstenite and turns it into an [`Event`](inbox::Event); `driver.rs`
+//! hands the event to the handler; the handler's writes land in the send
+//! queue (`send_queue.rs`); `Connection::poll_feed` moves them into
+//! tungstenite's write buffer, which is flushed only when no more input is
+//! ready, so a burst of pipelined requests is answered with one write call.
+//!
+//! The other files: `env.rs` (what the engine needs from its application),
+//! `close.rs` (the close state machine), `keepalive.rs`,
+//! `shutdown.rs` (the server's shutdown as one connection watches it),
+//! `linger.rs` (the lingering close after a protocol error), `inbox.rs`
+//! (events read ahead while a handler method runs).
+
+mod close;
+mod connection;
+mod driver;
+mod env;
+mod inbox;
+mod keepalive;
+mod linger;
+mod shutdown;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub(crate) use connection::establish;
+pub(crate) use driver::run;
+pub(crate) use env::Env;
+
+/// A boxed future: a connection (small, long-lived) or a handshake (large,
+/// short-lived) is boxed on its own, so a task does not hold the size of the
+/// largest future it ever awaited.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -1,0 +1,14 @@
+//! HTTP fronts: the ways a client's connection reaches squall before the
+//! engine takes over the socket.
+//!
+//! - `server.rs`: the standalone server's accept loop (limits, backoff,
+//!   graceful shutdown), the default;
+//! - `http1.rs`: HTTP/1.1 on an accepted connection (request heads, pages,
+//!   handing WebSocket routes to the handshake);
+//! - `service.rs` (feature `hyper`): a tower `Service` for axum and hyper,
+//!   HTTP/1.1 upgrades and HTTP/2 extended CONNECT;
+//! - `access_log.rs`: the access line every front writes.
+
+pub(crate) mod access_log;
+pub(crate) mod http1;
+pub(crate) mod server;

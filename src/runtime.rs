@@ -1,0 +1,194 @@
+//! The running form of an [`Application`](crate::Application): what its
+//! fronts share once the builder is done (routes, the engine's environment,
+//! the connections in flight), and the [`Handle`] users keep to stop it or
+//! broadcast.
+//!
+//! The builder only produces this value; the fronts (`front/`) and, through
+//! [`Env`], the engine use it, so nothing below the builder depends on it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::engine::Env;
+use crate::hub::Hub;
+use crate::message::Message;
+use crate::router::Router;
+use crate::settings::Settings;
+
+/// A cheap, shared reference to a running application.
+#[derive(Clone)]
+pub(crate) struct Runtime(Arc<Inner>);
+
+struct Inner {
+    router: Router,
+    env: Env,
+    /// Every connection task of every front, so that a graceful shutdown
+    /// can wait for them all.
+    connections: TaskTracker,
+    started: AtomicBool,
+}
+
+impl Runtime {
+    pub fn new(router: Router, env: Env) -> Self {
+        Runtime(Arc::new(Inner {
+            router,
+            env,
+            connections: TaskTracker::new(),
+            started: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.0.router
+    }
+
+    pub fn env(&self) -> &Env {
+        &self.0.env
+    }
+
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.0.env.settings
+    }
+
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.0.env.shutdown
+    }
+
+    pub fn handle(&self) -> Handle {
+        Handle {
+            hub: self.0.env.hub.clone(),
+            shutdown: self.0.env.shutdown.clone(),
+        }
+    }
+
+    /// Wraps a connection's future so that shutdown waits for it.
+    pub fn track<F: std::future::Future>(
+        &self,
+        connection: F,
+    ) -> tokio_util::task::task_tracker::TrackedFuture<F> {
+        self.0.connections.track_future(connection)
+    }
+
+    /// Starts what lives as long as the application, once, from inside the
+    /// tokio runtime (the first front to run calls it): the broker, and the
+    /// task that marks the application stopped once a shutdown has been
+    /// asked for and every connection has finished (or the shutdown timeout
+    /// has passed).
+    pub fn start(&self) {
+        if self.0.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let env = &self.0.env;
+        env.hub.start_broker();
+        let inner = self.0.clone();
+        tokio::spawn(async move {
+            let env = &inner.env;
+            env.shutdown.cancelled().await;
+            inner.connections.close();
+            let all_done = inner.connections.wait();
+            if tokio::time::timeout(env.settings.shutdown_timeout, all_done)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    remaining = inner.connections.len(),
+                    "shutdown deadline passed with connections still open"
+                );
+            }
+            env.hub.mark_stopped();
+        });
+    }
+
+    /// Resolves once the application has stopped.
+    pub async fn stopped(&self) {
+        self.0.env.hub.stopped().await;
+    }
+}
+
+/// Stops an application from any task, and broadcasts to its groups.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// let app = squall::Application::new();
+/// let handle = app.handle();
+/// let server = app.bind("127.0.0.1:0").await?;
+/// let running = tokio::spawn(server.run());
+/// handle.shutdown();
+/// handle.stopped().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Handle {
+    hub: Arc<Hub>,
+    shutdown: CancellationToken,
+}
+
+impl Handle {
+    pub(crate) fn new(hub: Arc<Hub>, shutdown: CancellationToken) -> Self {
+        Handle { hub, shutdown }
+    }
+
+    /// Starts a graceful shutdown: stop accepting, close every socket with
+    /// 1001 after its queued messages, run every `on_close`. Returns at once;
+    /// await [`stopped`](Self::stopped) to know when it is over. Sockets
+    /// opened through the tower `Service` are closed too.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Sends `message` to every member of `group` from any task. The message
+    /// is serialised once and shared by every receiver; each receiver gets a
+    /// non-waiting send, so a slow one meets the overflow policy
+    /// ([`Application::websocket_overflow`](crate::Application::websocket_overflow))
+    /// and never holds up the others. With a
+    /// [`broker`](crate::Application::broker), the message is also published
+    /// to the other processes (without waiting). Returns how many local
+    /// members accepted it.
+    pub fn broadcast(&self, group: &str, message: impl Into<Message>) -> usize {
+        self.hub.broadcast(group, message.into(), None)
+    }
+
+    /// How many local connections are in `group`.
+    pub fn group_size(&self, group: &str) -> usize {
+        self.hub.groups().len(group)
+    }
+
+    /// Whether a shutdown has been asked for.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// Waits until the application has stopped: a shutdown was asked for and
+    /// every connection, from every front, has finished (or the shutdown
+    /// deadline passed).
+    pub async fn stopped(&self) {
+        self.hub.stopped().await;
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,303 @@
+//! A connection's send queue: what handlers and other tasks have asked to
+//! write, waiting for the connection task to put it on the socket.
+//!
+//! The queue is bounded twice, by messages and by bytes, in one atomic
+//! capacity word (`capacity.rs`): a writer takes room before pushing and the
+//! connection gives it back as each message reaches the socket. A waiting
+//! writer ([`SendQueue::enqueue`]) waits for room; a non-waiting one
+//! ([`SendQueue::try_enqueue`]) fails with [`WriteError::QueueFull`] and
+//! applies the [`OverflowPolicy`] instead.
+//!
+//! The items are a `VecDeque` under a mutex that is only ever held for a
+//! push or a pop, plus the connection task's waker: the queue allocates
+//! nothing until used, which keeps an idle connection small. A close request
+//! never waits behind a full queue: it is kept beside the items, and the
+//! connection writes it after what is queued.
+
+mod capacity;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::task::Waker;
+
+use futures_util::task::AtomicWaker;
+
+use crate::error::WriteError;
+use crate::message::Utf8Bytes;
+use crate::settings::OverflowPolicy;
+use capacity::{Capacity, NoRoom};
+
+/// One queued write and the bytes of room it holds.
+pub(crate) struct Outbound {
+    pub message: tungstenite::Message,
+    pub charge: u32,
+}
+
+/// A request to close, kept beside the queue.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct CloseRequest {
+    pub code: u16,
+    pub reason: Utf8Bytes,
+}
+
+/// What the connection finds when it looks at its queue.
+pub(crate) enum Popped {
+    Message(Outbound),
+    Empty,
+    /// Closed to writers and empty.
+    Finished,
+}
+
+#[derive(Default)]
+struct Items {
+    queue: VecDeque<Outbound>,
+    close_request: Option<CloseRequest>,
+    closed: bool,
+}
+
+/// The send queue shared by a connection task and every handle to it.
+pub(crate) struct SendQueue {
+    items: Mutex<Items>,
+    /// Wakes the connection task on a push or a close request.
+    task: AtomicWaker,
+    capacity: Capacity,
+    closing: AtomicBool,
+    close_requested: AtomicBool,
+    overflow: OverflowPolicy,
+}
+
+impl SendQueue {
+    /// A queue bounded by `max_messages` and `max_bytes`.
+    pub fn new(max_messages: usize, max_bytes: usize, overflow: OverflowPolicy) -> Self {
+        SendQueue {
+            items: Mutex::default(),
+            task: AtomicWaker::new(),
+            capacity: Capacity::new(max_messages, max_bytes),
+            closing: AtomicBool::new(false),
+            close_requested: AtomicBool::new(false),
+            overflow,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Items> {
+        // Nothing panics while holding the lock; recover the data if it ever did.
+        self.items.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection task registers its waker before looking at the queue.
+    pub fn register(&self, waker: &Waker) {
+        self.task.register(waker);
+    }
+
+    /// The next queued message; its room goes back to writers at once.
+    pub fn pop(&self) -> Popped {
+        if self.capacity.is_unused() && !self.is_closing() {
+            // Nothing holds room, so nothing is queued: no lock needed.
+            return Popped::Empty;
+        }
+        let mut items = self.lock();
+        match items.queue.pop_front() {
+            Some(outbound) => {
+                drop(items);
+                self.capacity.give_back(outbound.charge);
+                Popped::Message(outbound)
+            }
+            None if items.closed => Popped::Finished,
+            None => Popped::Empty,
+        }
+    }
+
+    /// A pending close request, if one was made.
+    pub fn take_close_request(&self) -> Option<CloseRequest> {
+        if !self.close_requested.load(Ordering::Acquire) {
+            return None;
+        }
+        self.lock().close_request.take()
+    }
+
+    /// Closes the queue to writers: every later write, and every writer
+    /// waiting for room, gets [`WriteError::Closed`]. What is queued stays
+    /// for the connection to drain.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.lock().closed = true;
+        self.capacity.close();
+    }
+
+    /// Drops whatever is still queued (the connection is gone).
+    pub fn discard(&self) {
+        let items = std::mem::take(&mut self.lock().queue);
+        drop(items);
+    }
+
+    /// Whether the queue refuses writes (the connection is closing).
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    fn push(&self, message: tungstenite::Message, charge: u32) -> Result<(), WriteError> {
+        let mut items = self.lock();
+        if items.closed {
+            drop(items);
+            self.capacity.give_back(charge);
+            return Err(WriteError::Closed);
+        }
+        items.queue.push_back(Outbound { message, charge });
+        drop(items);
+        self.task.wake();
+        Ok(())
+    }
+
+    /// Queues `message`, waiting while the queue is full.
+    pub async fn enqueue(&self, message: tungstenite::Message) -> Result<(), WriteError> {
+        if self.is_closing() {
+            return Err(WriteError::Closed);
+        }
+        let charge = self.capacity.charge(message.len());
+        self.capacity
+            .take(charge)
+            .await
+            .map_err(|_| WriteError::Closed)?;
+        self.push(message, charge)
+    }
+
+    /// Queues `message` without waiting; a full queue applies the overflow
+    /// policy.
+    pub fn try_enqueue(&self, message: tungstenite::Message) -> Result<(), WriteError> {
+        if self.is_closing() {
+            return Err(WriteError::Closed);
+        }
+        let charge = self.capacity.charge(message.len());
+        match self.capacity.try_take(charge) {
+            Ok(()) => self.push(message, charge),
+            Err(NoRoom::Closed) => Err(WriteError::Closed),
+            Err(NoRoom::Full) => Err(self.overflowed()),
+        }
+    }
+
+    fn overflowed(&self) -> WriteError {
+        if let OverflowPolicy::Close(code) = self.overflow {
+            tracing::warn!(code, "send queue full: closing the slow connection");
+            self.request_close(code, Utf8Bytes::from_static("send queue full"));
+        }
+        WriteError::QueueFull
+    }
+
+    /// Asks the connection to close after what is queued; the first request
+    /// wins. Writes are still accepted until the connection acts on it,
+    /// unless [`refuse_writes`](Self::refuse_writes) is called too.
+    pub fn request_close(&self, code: u16, reason: Utf8Bytes) {
+        let mut items = self.lock();
+        if items.closed || items.close_request.is_some() {
+            return;
+        }
+        items.close_request = Some(CloseRequest { code, reason });
+        drop(items);
+        self.close_requested.store(true, Ordering::Release);
+        self.task.wake();
+    }
+
+    /// Refuses later writes at once, before the connection acts on a close.
+    pub fn refuse_writes(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &'static str) -> tungstenite::Message {
+        tungstenite::Message::text(s)
+    }
+
+    fn popped_text(queue: &SendQueue) -> Option<String> {
+        match queue.pop() {
+            Popped::Message(out) => Some(out.message.into_text().unwrap().to_string()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn pops_in_order_and_frees_room() {
+        let queue = SendQueue::new(2, 1024, OverflowPolicy::Reject);
+        queue.try_enqueue(text("a")).unwrap();
+        queue.try_enqueue(text("b")).unwrap();
+        assert!(matches!(
+            queue.try_enqueue(text("c")),
+            Err(WriteError::QueueFull)
+        ));
+        assert_eq!(popped_text(&queue).as_deref(), Some("a"));
+        queue.try_enqueue(text("c")).unwrap();
+        assert_eq!(popped_text(&queue).as_deref(), Some("b"));
+        assert_eq!(popped_text(&queue).as_deref(), Some("c"));
+        assert!(matches!(queue.pop(), Popped::Empty));
+    }
+
+    #[test]
+    fn reject_policy_keeps_the_connection() {
+        let queue = SendQueue::new(1, 1024, OverflowPolicy::Reject);
+        queue.try_enqueue(text("a")).unwrap();
+        assert!(queue.try_enqueue(text("b")).unwrap_err().is_queue_full());
+        assert_eq!(queue.take_close_request(), None);
+    }
+
+    #[test]
+    fn close_policy_requests_a_close_once() {
+        let queue = SendQueue::new(1, 1024, OverflowPolicy::Close(1013));
+        queue.try_enqueue(text("a")).unwrap();
+        assert!(queue.try_enqueue(text("b")).unwrap_err().is_queue_full());
+        assert!(queue.try_enqueue(text("c")).unwrap_err().is_queue_full());
+        let request = queue.take_close_request().expect("a close request");
+        assert_eq!(request.code, 1013);
+        assert_eq!(queue.take_close_request(), None);
+    }
+
+    #[test]
+    fn the_first_close_request_wins() {
+        let queue = SendQueue::new(4, 1024, OverflowPolicy::Reject);
+        queue.request_close(1000, Utf8Bytes::from_static("first"));
+        queue.request_close(1001, Utf8Bytes::from_static("second"));
+        assert_eq!(queue.take_close_request().map(|r| r.code), Some(1000));
+    }
+
+    #[test]
+    fn a_closed_queue_drains_then_finishes() {
+        let queue = SendQueue::new(4, 1024, OverflowPolicy::Reject);
+        queue.try_enqueue(text("a")).unwrap();
+        queue.close();
+        assert!(queue.try_enqueue(text("b")).unwrap_err().is_closed());
+        assert_eq!(popped_text(&queue).as_deref(), Some("a"));
+        assert!(matches!(queue.pop(), Popped::Finished));
+    }
+
+    #[test]
+    fn discard_drops_what_is_queued() {
+        let queue = SendQueue::new(4, 1024, OverflowPolicy::Reject);
+        queue.try_enqueue(text("a")).unwrap();
+        queue.close();
+        queue.discard();
+        assert!(matches!(queue.pop(), Popped::Finished));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_writer_is_released_by_a_pop_and_refused_by_a_close() {
+        let queue = std::sync::Arc::new(SendQueue::new(1, 1024, OverflowPolicy::Reject));
+        queue.try_enqueue(text("a")).unwrap();
+        let writer = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.enqueue(text("b")).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(popped_text(&queue).as_deref(), Some("a"));
+        writer.await.unwrap().unwrap();
+        let writer = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.enqueue(text("c")).await }
+        });
+        tokio::task::yield_now().await;
+        queue.close();
+        assert!(writer.await.unwrap().unwrap_err().is_closed());
+    }
+}
