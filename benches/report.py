@@ -18,9 +18,10 @@ import subprocess
 import sys
 
 BASELINE = "bench_tt_echo"
-SERVER_ORDER = ["bench_echo", "bench_tt_echo", "bench_tt_combined", "bench_fastws"]
+SERVER_ORDER = ["bench_echo", "bench_axum_echo", "bench_tt_echo", "bench_tt_combined", "bench_fastws"]
 SERVER_LABEL = {
     "bench_echo": "squall",
+    "bench_axum_echo": "squall in axum",
     "bench_tt_echo": "tokio-tungstenite (send)",
     "bench_tt_combined": "tokio-tungstenite (feed+flush)",
     "bench_fastws": "fastwebsockets",

@@ -78,6 +78,12 @@ else
     NOTES+=("squall bench_echo skipped: \`cargo build --release --example bench_echo\` failed (see $LOGDIR/build-bench_echo.log)")
     echo "note: squall's bench_echo does not build yet; skipping it" >&2
 fi
+if cargo build --release --features axum --example bench_axum_echo \
+    >"$LOGDIR/build-bench_axum_echo.log" 2>&1; then
+    SERVERS+=(bench_axum_echo)
+else
+    NOTES+=("squall mounted in axum skipped: \`cargo build --release --features axum --example bench_axum_echo\` failed")
+fi
 SERVERS+=(bench_tt_echo bench_tt_combined bench_fastws)
 if [ -n "$SERVERS_ARG" ]; then
     read -r -a SERVERS <<<"$SERVERS_ARG"

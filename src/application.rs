@@ -310,6 +310,16 @@ impl Application {
     }
 }
 
+#[cfg(feature = "hyper")]
+impl Application {
+    /// This application as a tower `Service` (feature `hyper`), to mount in
+    /// axum (`.route_service(..)`, `.nest_service(..)`) or serve with hyper,
+    /// over HTTP/1.1 and HTTP/2. See [`AppService`](crate::AppService).
+    pub fn into_service(self) -> crate::AppService {
+        crate::AppService::new(self.into_runtime())
+    }
+}
+
 #[cfg(feature = "tls")]
 impl Application {
     /// Serves `wss://` on an already-bound listener until

@@ -27,7 +27,7 @@ pub(crate) enum Via {
     Http1,
     /// HTTP/2 extended `CONNECT` (RFC 8441); `websocket` tells whether its
     /// `:protocol` was `websocket`.
-    #[allow(dead_code)]
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
     Http2 { websocket: bool },
 }
 

@@ -22,6 +22,8 @@ pub(crate) struct Hub {
     groups: Arc<Groups>,
     broker: OnceLock<Arc<dyn Broker>>,
     broker_started: AtomicBool,
+    /// A front started serving (so `stopped` will be marked).
+    started: AtomicBool,
     stopped: CancellationToken,
 }
 
@@ -52,6 +54,16 @@ impl Hub {
                 broker.start(Delivery::new(&self.groups, self.stopped.clone()));
             }
         }
+    }
+
+    /// A front started serving this application.
+    pub fn mark_started(&self) {
+        self.started.store(true, Ordering::Release);
+    }
+
+    /// Whether a front ever started serving.
+    pub fn is_started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
     }
 
     /// Marks the application stopped: the broker's tasks end.

@@ -96,6 +96,8 @@ pub use broker::{Broker, Delivery};
 pub use client::{connect, Client, ClientError, ConnectOptions};
 pub use error::WriteError;
 pub use front::server::Server;
+#[cfg(feature = "hyper")]
+pub use front::service::AppService;
 pub use handler::WebSocketHandler;
 pub use handshake::HandshakeError;
 pub use message::{close_code, Message, Utf8Bytes};

@@ -9,6 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -28,15 +29,20 @@ struct Inner {
     /// Every connection task of every front, so that a graceful shutdown
     /// can wait for them all.
     connections: TaskTracker,
+    /// `max_connections`, shared by the fronts: the standalone server holds
+    /// a permit per TCP connection, the `Service` one per WebSocket.
+    limit: Arc<Semaphore>,
     started: AtomicBool,
 }
 
 impl Runtime {
     pub fn new(router: Router, env: Env) -> Self {
+        let limit = Arc::new(Semaphore::new(env.settings.max_connections));
         Runtime(Arc::new(Inner {
             router,
             env,
             connections: TaskTracker::new(),
+            limit,
             started: AtomicBool::new(false),
         }))
     }
@@ -64,6 +70,11 @@ impl Runtime {
         }
     }
 
+    /// The connection limit's semaphore.
+    pub fn connection_limit(&self) -> &Arc<Semaphore> {
+        &self.0.limit
+    }
+
     /// Wraps a connection's future so that shutdown waits for it.
     pub fn track<F: std::future::Future>(
         &self,
@@ -82,6 +93,7 @@ impl Runtime {
             return;
         }
         let env = &self.0.env;
+        env.hub.mark_started();
         env.hub.start_broker();
         let inner = self.0.clone();
         tokio::spawn(async move {
@@ -163,9 +175,18 @@ impl Handle {
 
     /// Waits until the application has stopped: a shutdown was asked for and
     /// every connection, from every front, has finished (or the shutdown
-    /// deadline passed).
+    /// deadline passed). An application that never served returns as soon
+    /// as the shutdown is asked for.
     pub async fn stopped(&self) {
-        self.hub.stopped().await;
+        tokio::select! {
+            () = self.hub.stopped() => {}
+            () = async {
+                self.shutdown.cancelled().await;
+                if self.hub.is_started() {
+                    std::future::pending::<()>().await;
+                }
+            } => {}
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! The byte stream under a connection: plain TCP, or TLS with the `tls`
-//! feature, behind one concrete type (no generics, no boxed trait object on
+//! The byte stream under a connection: plain TCP, TLS with the `tls`
+//! feature, or a stream upgraded by hyper with the `hyper` feature, behind
+//! one concrete type (no generics, no boxed trait object on
 //! the hot path).
 //!
 //! It also sizes reads. tungstenite reads through a small buffer of its own
@@ -50,6 +51,10 @@ enum Transport {
     Tcp(TcpStream),
     #[cfg(feature = "tls")]
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// A connection upgraded by hyper (feature `hyper`): HTTP/1.1 or an
+    /// HTTP/2 stream.
+    #[cfg(feature = "hyper")]
+    Upgraded(Box<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>),
     /// An in-memory peer, for the fuzz targets (feature `fuzzing`).
     #[cfg(feature = "fuzzing")]
     Duplex(tokio::io::DuplexStream),
@@ -63,6 +68,13 @@ impl Stream {
     #[cfg(feature = "tls")]
     pub fn tls(stream: tokio_rustls::server::TlsStream<TcpStream>) -> Self {
         Self::new(Transport::Tls(Box::new(stream)))
+    }
+
+    #[cfg(feature = "hyper")]
+    pub fn upgraded(upgraded: hyper::upgrade::Upgraded) -> Self {
+        Self::new(Transport::Upgraded(Box::new(hyper_util::rt::TokioIo::new(
+            upgraded,
+        ))))
     }
 
     #[cfg(feature = "fuzzing")]
@@ -88,6 +100,8 @@ impl Transport {
             Transport::Tcp(s) => Pin::new(s),
             #[cfg(feature = "tls")]
             Transport::Tls(s) => Pin::new(s.as_mut()),
+            #[cfg(feature = "hyper")]
+            Transport::Upgraded(s) => Pin::new(s.as_mut()),
             #[cfg(feature = "fuzzing")]
             Transport::Duplex(s) => Pin::new(s),
         }
@@ -167,6 +181,8 @@ impl AsyncWrite for Stream {
             Transport::Tcp(s) => s.is_write_vectored(),
             #[cfg(feature = "tls")]
             Transport::Tls(s) => s.is_write_vectored(),
+            #[cfg(feature = "hyper")]
+            Transport::Upgraded(s) => s.is_write_vectored(),
             #[cfg(feature = "fuzzing")]
             Transport::Duplex(s) => s.is_write_vectored(),
         }

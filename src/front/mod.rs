@@ -12,3 +12,5 @@
 pub(crate) mod access_log;
 pub(crate) mod http1;
 pub(crate) mod server;
+#[cfg(feature = "hyper")]
+pub(crate) mod service;

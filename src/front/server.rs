@@ -7,12 +7,10 @@
 //! finish their close handshakes and `on_close`, up to a deadline.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::http1;
@@ -89,7 +87,7 @@ where
 {
     app.start();
     let settings = app.settings().clone();
-    let limit = Arc::new(Semaphore::new(settings.max_connections));
+    let limit = app.connection_limit().clone();
     let mut tasks = JoinSet::new();
     let mut backoff = Duration::from_millis(5);
     let shutdown = app.shutdown_token().clone();
