@@ -93,7 +93,7 @@ mod websocket;
 
 pub use application::Application;
 pub use broker::{Broker, Delivery};
-pub use client::{connect, Client, ClientError, ConnectOptions};
+pub use client::{connect, Client, ClientError, ClientSender, ConnectOptions, MAX_REFUSAL_BODY};
 pub use error::WriteError;
 pub use front::server::Server;
 pub use handler::WebSocketHandler;

@@ -22,13 +22,13 @@
 //! `linger.rs` (the lingering close after a protocol error), `inbox.rs`
 //! (events read ahead while a handler method runs).
 
-mod close;
+pub(crate) mod close;
 mod connection;
 mod driver;
 mod env;
 mod inbox;
 mod keepalive;
-mod linger;
+pub(crate) mod linger;
 mod shutdown;
 
 use std::future::Future;
