@@ -14,15 +14,19 @@ use crate::front::server::Server;
 use crate::handler::WebSocketHandler;
 use crate::hub::Hub;
 use crate::router::{Route, Router};
-use crate::runtime::{shutdown_signal, Handle, Runtime};
+use crate::runtime::{Handle, Runtime};
 use crate::settings::{OverflowPolicy, Settings};
 
 /// A squall web application: Tornado's `tornado.web.Application`.
 ///
 /// Register WebSocket endpoints and plain pages by path, adjust settings
-/// (each method states its default), then [`listen`](Self::listen),
-/// [`serve`](Self::serve) an already-bound listener, or [`bind`](Self::bind)
-/// to learn the address first.
+/// (each method states its default), then run it one of three ways:
+///
+/// | you want | call |
+/// |---|---|
+/// | a server binary on a known address | [`listen(addr)`](Self::listen): binds, logs the address, serves until Ctrl-C, SIGTERM or [`Handle::shutdown`] |
+/// | the same, but the address first (port 0, or to report it) | [`bind(addr)`](Self::bind), [`Server::local_addr`], then [`Server::run_until_signal`] |
+/// | to stop it yourself (tests, an embedding program with its own signal handling) | [`bind`](Self::bind) + [`Server::run`], or [`serve(listener)`](Self::serve); stop with [`Handle::shutdown`] |
 ///
 /// ```no_run
 /// use squall::{Application, Message, WebSocket, WebSocketHandler};
@@ -281,14 +285,19 @@ impl Application {
     }
 
     /// Binds `addr` and returns the [`Server`], whose address can be read
-    /// before it runs (bind port 0 to let the system choose).
+    /// before it runs (bind port 0 to let the system choose). Then
+    /// [`Server::run_until_signal`] serves as [`listen`](Self::listen) does,
+    /// Ctrl-C and SIGTERM included; [`Server::run`] serves until
+    /// [`Handle::shutdown`] only.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Server::new(listener, self.into_runtime()))
     }
 
     /// Serves connections from an already-bound listener until
-    /// [`Handle::shutdown`] is called, then shuts down gracefully.
+    /// [`Handle::shutdown`] is called, then shuts down gracefully (no signal
+    /// handling: for that, `Server::run_until_signal` after
+    /// [`bind`](Self::bind)).
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
         Server::new(listener, self.into_runtime()).run().await
     }
@@ -298,15 +307,9 @@ impl Application {
     /// its queued messages, every `on_close` runs, and this returns when all
     /// are done or [`shutdown_timeout`](Self::shutdown_timeout) has passed.
     pub async fn listen(self, addr: impl ToSocketAddrs) -> std::io::Result<()> {
-        let handle = self.handle();
         let server = self.bind(addr).await?;
         tracing::info!("listening on {}", server.local_addr()?);
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            handle.shutdown();
-        });
-        server.run().await
+        server.run_until_signal().await
     }
 }
 
@@ -332,13 +335,8 @@ impl Application {
         addr: impl ToSocketAddrs,
         config: crate::TlsConfig,
     ) -> std::io::Result<()> {
-        let handle = self.handle();
         let server = self.bind(addr).await?;
         tracing::info!("listening (TLS) on {}", server.local_addr()?);
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            handle.shutdown();
-        });
-        server.run_tls(config).await
+        server.run_tls_until_signal(config).await
     }
 }
