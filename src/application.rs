@@ -117,7 +117,7 @@ impl Application {
     /// path parameters and peer address: see [`RequestExt`](crate::RequestExt).
     ///
     /// ```
-    /// use squall::{Application, RequestExt};
+    /// use squall::prelude::*; // Application, http, and RequestExt for path_param
     ///
     /// let app = Application::new().get("/hello/{name}", |request: http::Request<()>| async move {
     ///     let name = request.path_param("name").unwrap_or("world").to_owned();

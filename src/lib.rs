@@ -76,6 +76,7 @@ mod handler;
 mod handshake;
 mod hub;
 mod message;
+pub mod prelude;
 #[cfg(feature = "redis")]
 mod redis_broker;
 mod request;
