@@ -258,9 +258,23 @@ impl Application {
     /// `broker`, e.g. `.broker(RedisBroker::new(url)?)` (feature `redis`).
     /// Local delivery is unchanged and never waits on the broker. Default:
     /// none, groups are in-process only. The broker starts when the server
-    /// starts running; a later call replaces an earlier one.
+    /// starts running, which then waits for it to be ready (see
+    /// [`broker_ready_timeout`](Self::broker_ready_timeout)) before it
+    /// accepts connections; a later call replaces an earlier one.
     pub fn broker(mut self, broker: impl Broker) -> Self {
         self.broker = Some(Arc::new(broker));
+        self
+    }
+
+    /// How long a server, when it starts, waits for the
+    /// [`broker`](Self::broker) to be ready (a `RedisBroker` subscribed)
+    /// before it accepts connections; clients meanwhile wait in the listen
+    /// backlog. Past it, the server serves anyway and logs a warning (local
+    /// delivery does not need the broker). Default: 5 s; zero skips the
+    /// wait. (A tower `Service` cannot hold requests back: with
+    /// `into_service`, await `RedisBroker::ready` yourself before serving.)
+    pub fn broker_ready_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.broker_ready_timeout = timeout;
         self
     }
 

@@ -6,6 +6,8 @@
 //! connection of an application share one hub, so a broadcast reaches
 //! sockets whichever way they were opened.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -52,6 +54,11 @@ impl Hub {
                 broker.start(Delivery::new(&self.groups, self.stopped.clone()));
             }
         }
+    }
+
+    /// The broker's readiness (see [`Broker::ready`]), if there is a broker.
+    pub fn broker_ready(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send + 'static>>> {
+        self.broker.get().map(|broker| broker.ready())
     }
 
     /// Marks the application stopped: the broker's tasks end.

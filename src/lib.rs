@@ -101,7 +101,7 @@ pub use handler::WebSocketHandler;
 pub use handshake::HandshakeError;
 pub use message::{close_code, Message, Utf8Bytes};
 #[cfg(feature = "redis")]
-pub use redis_broker::RedisBroker;
+pub use redis_broker::{RedisBroker, RedisBrokerError};
 pub use request::{CurrentUser, PathParams, RemoteAddr, RequestExt, TrustedOrigins};
 pub use runtime::{shutdown_signal, Handle};
 pub use sender::WebSocketSender;

@@ -50,6 +50,7 @@ pub(crate) struct Settings {
     pub shutdown_timeout: Duration,
     pub trusted_origins: std::sync::Arc<[String]>,
     pub prepare_timeout: Duration,
+    pub broker_ready_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -70,6 +71,7 @@ impl Default for Settings {
             shutdown_timeout: Duration::from_secs(10),
             trusted_origins: std::sync::Arc::new([]),
             prepare_timeout: Duration::from_secs(10),
+            broker_ready_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -123,15 +123,17 @@ impl Server {
     }
 }
 
-/// Starts the application, accepts until shutdown handing each connection
-/// to `serve`, waits for the connections to finish (bounded by the shutdown
-/// timeout), and returns once the application has stopped.
+/// Starts the application and waits (bounded) for its broker to be ready,
+/// accepts until shutdown handing each connection to `serve`, waits for the
+/// connections to finish (bounded by the shutdown timeout), and returns once
+/// the application has stopped.
 pub(crate) async fn accept_loop<S, Fut>(listener: TcpListener, app: &Runtime, serve: S)
 where
     S: Fn(TcpStream, SocketAddr, Runtime) -> Fut,
     Fut: std::future::Future<Output = Option<BoxFuture<()>>> + Send + 'static,
 {
     app.start();
+    app.broker_ready().await;
     let settings = app.settings().clone();
     let limit = Arc::new(Semaphore::new(settings.max_connections));
     let mut tasks = JoinSet::new();
