@@ -276,3 +276,52 @@ async fn close_policy_drops_a_client_that_never_reads() {
     assert!(sender.is_closed());
     server.shutdown().await;
 }
+
+/// Collects what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The log says which bound closed the connection with 1013, and its value.
+#[tokio::test]
+async fn an_overflow_close_names_the_limit_in_the_log() {
+    let log = Capture::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // This runtime has one thread: the server's tasks log through it too.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (app, mut senders, _closed) = exposed(Application::new());
+    let server = TestServer::start(app).await;
+    let mut client = server.connect("/ws").await;
+    let sender = within("open", senders.recv()).await.unwrap();
+
+    // 16 chunks of 64 KiB fill the default 1 MiB.
+    let (accepted, error) = fill(&sender);
+    assert!(error.is_queue_full(), "{error:?}");
+    assert_eq!(accepted, 16);
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|line| line.contains("send queue full"))
+        .unwrap_or_else(|| panic!("no overflow line in {text:?}"));
+    assert!(line.contains("code=1013"), "{line}");
+    assert!(
+        line.contains("limit=\"websocket_max_queued_bytes\""),
+        "{line}"
+    );
+    assert!(line.contains("max=1048576"), "{line}");
+    assert_closed_with(&mut client, 1013).await;
+    server.shutdown().await;
+}
