@@ -180,6 +180,19 @@ impl Application {
     }
 
     /// The most messages one connection's send queue holds. Default: 1024.
+    ///
+    /// Size it for the burst a connection must absorb while its client is
+    /// not reading: messages per second sent to one connection × the longest
+    /// stall to survive, in seconds (README, "Sizing the send queue"). Past
+    /// it, a non-waiting send meets the [overflow policy](Self::websocket_overflow).
+    ///
+    /// ```
+    /// // 2 000 updates/s of 1 KiB each, surviving a 1 s stall:
+    /// let app = squall::Application::new()
+    ///     .websocket_max_queued_messages(2_048)
+    ///     .websocket_max_queued_bytes(2 * 1024 * 1024);
+    /// # drop(app);
+    /// ```
     pub fn websocket_max_queued_messages(mut self, messages: usize) -> Self {
         self.settings.max_queued_messages = messages.max(1);
         self
@@ -187,6 +200,10 @@ impl Application {
 
     /// The most payload bytes one connection's send queue holds (a single
     /// larger message is still accepted into an empty queue). Default: 1 MiB.
+    ///
+    /// Size it as the burst in messages × their usual size; it is also the
+    /// most memory a stalled connection holds (a broadcast's payload is
+    /// stored once, however many queues hold it).
     pub fn websocket_max_queued_bytes(mut self, bytes: usize) -> Self {
         self.settings.max_queued_bytes = bytes.max(1);
         self

@@ -6,7 +6,7 @@
 //! pings, drains the send queue and watches the close handshake underneath.
 //!
 //! ```
-//! use squall::{Application, Message, WebSocket, WebSocketHandler};
+//! use squall::prelude::*;
 //!
 //! struct Echo;
 //!
@@ -32,7 +32,8 @@
 //!         .websocket("/socket/", || Echo)
 //!         .page("/", "<!doctype html><title>echo</title>")
 //!         .websocket_ping_interval(std::time::Duration::from_secs(1));
-//!     // `listen("127.0.0.1:8888")` serves until Ctrl-C; here we bind a free
+//!     // `listen("127.0.0.1:8888")` serves until Ctrl-C or SIGTERM (as does
+//!     // `bind(..)` then `Server::run_until_signal`); here we bind a free
 //!     // port, talk to it with squall's client, and shut it down.
 //!     let handle = app.handle();
 //!     let server = app.bind("127.0.0.1:0").await?;
@@ -112,3 +113,9 @@ pub use websocket::WebSocket;
 
 pub use bytes::Bytes;
 pub use http;
+
+/// README.md's Rust snippets, compiled (and, unless `no_run`, run) by
+/// `cargo test` so that they cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
