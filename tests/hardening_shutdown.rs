@@ -139,14 +139,7 @@ async fn shutdown_returns_by_the_deadline() {
 /// and the process exits 0.
 #[tokio::test]
 async fn echo_example_handles_sigterm() {
-    // Examples are built by `cargo test` next to the test binaries.
-    let exe = std::env::current_exe().unwrap();
-    let echo = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("examples/echo"))
-        .unwrap();
-    assert!(echo.exists(), "{} not built", echo.display());
+    let echo = common::example("echo");
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()

@@ -3,6 +3,8 @@
 
 #![cfg(unix)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
@@ -12,18 +14,6 @@ use squall::testing::{
 };
 use squall::{Application, Message, WebSocket, WebSocketHandler};
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-/// The echo example, built by `cargo test` next to the test binaries.
-fn echo_example() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let echo = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("examples/echo"))
-        .unwrap();
-    assert!(echo.exists(), "{} not built", echo.display());
-    echo
-}
 
 /// The address in a `listening on ADDR` log line.
 fn listening_address(line: &str) -> Option<SocketAddr> {
@@ -36,7 +26,7 @@ fn listening_address(line: &str) -> Option<SocketAddr> {
 
 #[tokio::test]
 async fn the_kit_drives_a_server_in_another_process() {
-    let mut child = tokio::process::Command::new(echo_example())
+    let mut child = tokio::process::Command::new(common::example("echo"))
         .arg("127.0.0.1:0")
         .env("RUST_LOG", "squall=info")
         .stdout(Stdio::piped())
