@@ -22,14 +22,12 @@ use futures_util::{Sink, Stream as _};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use tungstenite::error::Error as WsError;
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::CloseFrame;
 
 use crate::engine::close::{close_for, Phase};
 use crate::engine::linger::poll_linger;
+use crate::engine::outgoing;
 use crate::message::Message;
-use crate::send_queue::{Outbound, Popped, SendQueue};
+use crate::send_queue::SendQueue;
 
 pub(super) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -215,8 +213,17 @@ impl Driver {
                 }
             }
         }
-        if self.phase.feeds_queue() && self.poll_feed(cx).is_err() {
-            return self.finish();
+        if self.phase.feeds_queue() {
+            match outgoing::poll_feed(
+                &mut self.ws,
+                &self.queue,
+                &mut self.phase,
+                self.close_timeout,
+                cx,
+            ) {
+                Ok(fed) => self.unflushed |= fed,
+                Err(()) => return self.finish(),
+            }
         }
 
         let mut budget = READ_BUDGET;
@@ -230,8 +237,14 @@ impl Driver {
                 Poll::Ready(Some(Ok(message))) => self.on_frame(message),
                 Poll::Ready(Some(Err(error))) => match close_for(&error) {
                     Some((code, reason)) if self.phase.feeds_queue() => {
-                        tracing::debug!(%error, code, "the server broke the protocol: closing");
-                        self.fail(code, reason);
+                        self.unflushed |= outgoing::fail(
+                            &mut self.ws,
+                            &self.queue,
+                            &mut self.phase,
+                            self.close_timeout,
+                            code,
+                            reason,
+                        );
                         break;
                     }
                     // The close handshake is over, or the server vanished.
@@ -271,44 +284,6 @@ impl Driver {
         Poll::Pending
     }
 
-    /// Moves queued messages into tungstenite's write buffer; while draining,
-    /// sends the close frame once the queue is empty.
-    fn poll_feed(&mut self, cx: &mut Context<'_>) -> Result<(), ()> {
-        loop {
-            match Pin::new(&mut self.ws).poll_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return Err(()),
-                Poll::Pending => return Ok(()),
-            }
-            match self.queue.pop() {
-                Popped::Message(Outbound { message, .. }) => {
-                    match Pin::new(&mut self.ws).start_send(message) {
-                        Ok(()) => self.unflushed = true,
-                        Err(WsError::Capacity(error)) => {
-                            tracing::warn!(%error, "dropped an outgoing message over the size limit");
-                        }
-                        Err(_) => return Err(()),
-                    }
-                }
-                Popped::Finished => {
-                    if let Some((code, reason)) = self.phase.close_frame_queued(self.close_timeout)
-                    {
-                        let frame = CloseFrame {
-                            code: CloseCode::from(code),
-                            reason: reason.into_inner(),
-                        };
-                        Pin::new(&mut self.ws)
-                            .start_send(tungstenite::Message::Close(Some(frame)))
-                            .map_err(|_| ())?;
-                        self.unflushed = true;
-                    }
-                    return Ok(());
-                }
-                Popped::Empty => return Ok(()),
-            }
-        }
-    }
-
     fn on_frame(&mut self, message: tungstenite::Message) {
         match message {
             tungstenite::Message::Text(text) => self.link.deliver(Message::Text(text.into())),
@@ -331,19 +306,5 @@ impl Driver {
                 }
             }
         }
-    }
-
-    /// Sends a close frame at once because the server broke the protocol.
-    fn fail(&mut self, code: u16, reason: &'static str) {
-        self.queue.close();
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        };
-        let queued = Pin::new(&mut self.ws)
-            .start_send(tungstenite::Message::Close(Some(frame)))
-            .is_ok();
-        self.unflushed |= queued;
-        self.phase.fail(queued, self.close_timeout);
     }
 }

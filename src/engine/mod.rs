@@ -20,7 +20,9 @@
 //! `close.rs` (the close state machine), `keepalive.rs`,
 //! `shutdown.rs` (the server's shutdown as one connection watches it),
 //! `linger.rs` (the lingering close after a protocol error), `inbox.rs`
-//! (events read ahead while a handler method runs).
+//! (events read ahead while a handler method runs), `outgoing.rs` (the send
+//! queue and close frames into tungstenite's write buffer, shared with the
+//! client).
 
 pub(crate) mod close;
 mod connection;
@@ -29,6 +31,7 @@ mod env;
 mod inbox;
 mod keepalive;
 pub(crate) mod linger;
+pub(crate) mod outgoing;
 mod shutdown;
 
 use std::future::Future;
