@@ -332,3 +332,35 @@ async fn dropping_the_client_and_its_senders_closes_with_1000() {
     assert_eq!(close, Some(1000));
     within("the server", server).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_ping_from_another_task_reaches_the_server() {
+    let (seen_tx, seen_rx) = oneshot::channel();
+    let (addr, server) = foreign_server(|mut ws| async move {
+        loop {
+            match ws.next().await {
+                Some(Ok(TtMessage::Ping(data))) => {
+                    seen_tx.send(data.to_vec()).unwrap();
+                    break;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("no ping: {other:?}"),
+            }
+        }
+        echo(ws).await;
+    })
+    .await;
+    let mut client = squall::connect(&format!("ws://{addr}/")).await.unwrap();
+    let sender = client.sender();
+    within(
+        "the ping task",
+        tokio::spawn(async move { sender.ping("are you there").await }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(within("the ping", seen_rx).await.unwrap(), b"are you there");
+    assert!(client.ping(vec![0u8; 126]).await.is_err(), "over 125 bytes");
+    client.close(1000, "").await;
+    within("the server", server).await.unwrap();
+}

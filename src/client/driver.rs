@@ -5,7 +5,7 @@
 //! ready), reading frames into the reader's bounded inbox, answering pings,
 //! and the close handshake. The [`Client`](super::Client) and its
 //! [`ClientSender`](super::ClientSender)s only talk to it through the send
-//! queue (the server's own, with its room and close request) and the inbox, so
+//! queue (`send_queue.rs`, as on the server) and the inbox, so
 //! reading and writing never wait on each other and nothing locks the socket.
 //! The close handshake is the server engine's state machine
 //! (`engine/close.rs`), lingering close included.

@@ -299,7 +299,6 @@ impl ConnectOptions {
         tokio::spawn(Driver::new(ws, queue.clone(), link.clone(), self.close_timeout).run());
         let sender = ClientSender {
             queue: WebSocketSender::new(queue.clone()),
-            raw: queue.clone(),
             _owner: Arc::new(Owner(WebSocketSender::new(queue))),
         };
         Ok(Client {
@@ -462,7 +461,6 @@ impl std::fmt::Debug for Client {
 #[derive(Clone)]
 pub struct ClientSender {
     queue: WebSocketSender,
-    raw: Arc<SendQueue>,
     _owner: Arc<Owner>,
 }
 
@@ -485,7 +483,11 @@ impl ClientSender {
         if data.len() > 125 {
             return Err(WriteError::PingTooLong.into());
         }
-        Ok(self.raw.enqueue(tungstenite::Message::Ping(data)).await?)
+        Ok(self
+            .queue
+            .queue()
+            .enqueue(tungstenite::Message::Ping(data))
+            .await?)
     }
 
     /// Asks the connection to close with `code` and `reason` after the
