@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use squall::http::{header, Request, Response, StatusCode};
-use squall::{Application, Bytes, CurrentUser, Message, RequestExt, WebSocket, WebSocketHandler};
+use squall::prelude::*; // Application, WebSocketHandler, RequestExt (query_argument, cookie)…
 
 /// Who a token belongs to. A real server would ask a database or a token
 /// service; the lookup is async either way.

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde_json::json;
-use squall::{Application, Message, WebSocket, WebSocketHandler};
+use squall::prelude::*;
 
 /// The longest message body relayed, in characters.
 const MAX_BODY: usize = 2000;

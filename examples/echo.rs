@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use squall::{Application, Bytes, Message, WebSocket, WebSocketHandler};
+use squall::prelude::*;
 
 struct EchoWebSocket;
 
@@ -34,7 +34,7 @@ impl WebSocketHandler for EchoWebSocket {
         tracing::info!(code = ?ws.close_code(), reason = ?ws.close_reason(), "WebSocket closed");
     }
 
-    fn check_origin(&self, _origin: &str, _request: &squall::http::Request<()>) -> bool {
+    fn check_origin(&self, _origin: &str, _request: &http::Request<()>) -> bool {
         true
     }
 }

@@ -14,15 +14,19 @@ use crate::front::server::Server;
 use crate::handler::WebSocketHandler;
 use crate::hub::Hub;
 use crate::router::{Route, Router};
-use crate::runtime::{shutdown_signal, Handle, Runtime};
+use crate::runtime::{Handle, Runtime};
 use crate::settings::{OverflowPolicy, Settings};
 
 /// A squall web application: Tornado's `tornado.web.Application`.
 ///
 /// Register WebSocket endpoints and plain pages by path, adjust settings
-/// (each method states its default), then [`listen`](Self::listen),
-/// [`serve`](Self::serve) an already-bound listener, or [`bind`](Self::bind)
-/// to learn the address first.
+/// (each method states its default), then run it one of three ways:
+///
+/// | you want | call |
+/// |---|---|
+/// | a server binary on a known address | [`listen(addr)`](Self::listen): binds, logs the address, serves until Ctrl-C, SIGTERM or [`Handle::shutdown`] |
+/// | the same, but the address first (port 0, or to report it) | [`bind(addr)`](Self::bind), [`Server::local_addr`], then [`Server::run_until_signal`] |
+/// | to stop it yourself (tests, an embedding program with its own signal handling) | [`bind`](Self::bind) + [`Server::run`], or [`serve(listener)`](Self::serve); stop with [`Handle::shutdown`] |
 ///
 /// ```no_run
 /// use squall::{Application, Message, WebSocket, WebSocketHandler};
@@ -113,7 +117,7 @@ impl Application {
     /// path parameters and peer address: see [`RequestExt`](crate::RequestExt).
     ///
     /// ```
-    /// use squall::{Application, RequestExt};
+    /// use squall::prelude::*; // Application, http, and RequestExt for path_param
     ///
     /// let app = Application::new().get("/hello/{name}", |request: http::Request<()>| async move {
     ///     let name = request.path_param("name").unwrap_or("world").to_owned();
@@ -176,6 +180,19 @@ impl Application {
     }
 
     /// The most messages one connection's send queue holds. Default: 1024.
+    ///
+    /// Size it for the burst a connection must absorb while its client is
+    /// not reading: messages per second sent to one connection × the longest
+    /// stall to survive, in seconds (README, "Sizing the send queue"). Past
+    /// it, a non-waiting send meets the [overflow policy](Self::websocket_overflow).
+    ///
+    /// ```
+    /// // 2 000 updates/s of 1 KiB each, surviving a 1 s stall:
+    /// let app = squall::Application::new()
+    ///     .websocket_max_queued_messages(2_048)
+    ///     .websocket_max_queued_bytes(2 * 1024 * 1024);
+    /// # drop(app);
+    /// ```
     pub fn websocket_max_queued_messages(mut self, messages: usize) -> Self {
         self.settings.max_queued_messages = messages.max(1);
         self
@@ -183,6 +200,10 @@ impl Application {
 
     /// The most payload bytes one connection's send queue holds (a single
     /// larger message is still accepted into an empty queue). Default: 1 MiB.
+    ///
+    /// Size it as the burst in messages × their usual size; it is also the
+    /// most memory a stalled connection holds (a broadcast's payload is
+    /// stored once, however many queues hold it).
     pub fn websocket_max_queued_bytes(mut self, bytes: usize) -> Self {
         self.settings.max_queued_bytes = bytes.max(1);
         self
@@ -254,9 +275,23 @@ impl Application {
     /// `broker`, e.g. `.broker(RedisBroker::new(url)?)` (feature `redis`).
     /// Local delivery is unchanged and never waits on the broker. Default:
     /// none, groups are in-process only. The broker starts when the server
-    /// starts running; a later call replaces an earlier one.
+    /// starts running, which then waits for it to be ready (see
+    /// [`broker_ready_timeout`](Self::broker_ready_timeout)) before it
+    /// accepts connections; a later call replaces an earlier one.
     pub fn broker(mut self, broker: impl Broker) -> Self {
         self.broker = Some(Arc::new(broker));
+        self
+    }
+
+    /// How long a server, when it starts, waits for the
+    /// [`broker`](Self::broker) to be ready (a `RedisBroker` subscribed)
+    /// before it accepts connections; clients meanwhile wait in the listen
+    /// backlog. Past it, the server serves anyway and logs a warning (local
+    /// delivery does not need the broker). Default: 5 s; zero skips the
+    /// wait. (A tower `Service` cannot hold requests back: with
+    /// `into_service`, await `RedisBroker::ready` yourself before serving.)
+    pub fn broker_ready_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.broker_ready_timeout = timeout;
         self
     }
 
@@ -281,14 +316,19 @@ impl Application {
     }
 
     /// Binds `addr` and returns the [`Server`], whose address can be read
-    /// before it runs (bind port 0 to let the system choose).
+    /// before it runs (bind port 0 to let the system choose). Then
+    /// [`Server::run_until_signal`] serves as [`listen`](Self::listen) does,
+    /// Ctrl-C and SIGTERM included; [`Server::run`] serves until
+    /// [`Handle::shutdown`] only.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Server::new(listener, self.into_runtime()))
     }
 
     /// Serves connections from an already-bound listener until
-    /// [`Handle::shutdown`] is called, then shuts down gracefully.
+    /// [`Handle::shutdown`] is called, then shuts down gracefully (no signal
+    /// handling: for that, `Server::run_until_signal` after
+    /// [`bind`](Self::bind)).
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
         Server::new(listener, self.into_runtime()).run().await
     }
@@ -298,15 +338,9 @@ impl Application {
     /// its queued messages, every `on_close` runs, and this returns when all
     /// are done or [`shutdown_timeout`](Self::shutdown_timeout) has passed.
     pub async fn listen(self, addr: impl ToSocketAddrs) -> std::io::Result<()> {
-        let handle = self.handle();
         let server = self.bind(addr).await?;
         tracing::info!("listening on {}", server.local_addr()?);
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            handle.shutdown();
-        });
-        server.run().await
+        server.run_until_signal().await
     }
 }
 
@@ -342,13 +376,8 @@ impl Application {
         addr: impl ToSocketAddrs,
         config: crate::TlsConfig,
     ) -> std::io::Result<()> {
-        let handle = self.handle();
         let server = self.bind(addr).await?;
         tracing::info!("listening (TLS) on {}", server.local_addr()?);
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            handle.shutdown();
-        });
-        server.run_tls(config).await
+        server.run_tls_until_signal(config).await
     }
 }

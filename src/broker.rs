@@ -11,6 +11,8 @@
 //! at once (a broker queues the message for a task of its own, and counts and
 //! logs what it has to drop when that queue is full).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
 use tokio_util::sync::CancellationToken;
@@ -65,6 +67,16 @@ pub trait Broker: Send + Sync + 'static {
     /// Publishes a broadcast to the other processes. Must not wait: queue the
     /// message (its buffers are shared, cloning it copies nothing) and return.
     fn publish(&self, group: &str, message: &Message);
+
+    /// Resolves once the broker receives what other processes publish
+    /// (`RedisBroker`: once it is subscribed). The server awaits it after
+    /// [`start`](Self::start) and before it accepts connections, bounded by
+    /// [`Application::broker_ready_timeout`](crate::Application::broker_ready_timeout),
+    /// so that broadcasts made by other processes right after this one
+    /// starts are not missed. The default is ready at once.
+    fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// The way a [`Broker`] hands messages from other processes to this

@@ -60,8 +60,9 @@ pub trait WebSocketHandler: Send + 'static {
     ///   back, typed (Tornado's `current_user`).
     ///
     /// ```
+    /// // The prelude brings `RequestExt`, so `query_argument` just works.
+    /// use squall::prelude::*;
     /// use squall::http::{header, Request, Response, StatusCode};
-    /// use squall::{Bytes, CurrentUser, Message, RequestExt, WebSocket, WebSocketHandler};
     ///
     /// #[derive(Clone)]
     /// struct User {

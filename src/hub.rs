@@ -6,6 +6,8 @@
 //! connection of an application share one hub, so a broadcast reaches
 //! sockets whichever way they were opened.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -64,6 +66,11 @@ impl Hub {
     /// Whether a front ever started serving.
     pub fn is_started(&self) -> bool {
         self.started.load(Ordering::Acquire)
+    }
+
+    /// The broker's readiness (see [`Broker::ready`]), if there is a broker.
+    pub fn broker_ready(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send + 'static>>> {
+        self.broker.get().map(|broker| broker.ready())
     }
 
     /// Marks the application stopped: the broker's tasks end.

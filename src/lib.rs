@@ -6,7 +6,7 @@
 //! pings, drains the send queue and watches the close handshake underneath.
 //!
 //! ```
-//! use squall::{Application, Message, WebSocket, WebSocketHandler};
+//! use squall::prelude::*;
 //!
 //! struct Echo;
 //!
@@ -32,7 +32,8 @@
 //!         .websocket("/socket/", || Echo)
 //!         .page("/", "<!doctype html><title>echo</title>")
 //!         .websocket_ping_interval(std::time::Duration::from_secs(1));
-//!     // `listen("127.0.0.1:8888")` serves until Ctrl-C; here we bind a free
+//!     // `listen("127.0.0.1:8888")` serves until Ctrl-C or SIGTERM (as does
+//!     // `bind(..)` then `Server::run_until_signal`); here we bind a free
 //!     // port, talk to it with squall's client, and shut it down.
 //!     let handle = app.handle();
 //!     let server = app.bind("127.0.0.1:0").await?;
@@ -76,6 +77,7 @@ mod handler;
 mod handshake;
 mod hub;
 mod message;
+pub mod prelude;
 #[cfg(feature = "redis")]
 mod redis_broker;
 mod request;
@@ -93,7 +95,7 @@ mod websocket;
 
 pub use application::Application;
 pub use broker::{Broker, Delivery};
-pub use client::{connect, Client, ClientError, ConnectOptions};
+pub use client::{connect, Client, ClientError, ClientSender, ConnectOptions, MAX_REFUSAL_BODY};
 pub use error::WriteError;
 pub use front::server::Server;
 #[cfg(feature = "hyper")]
@@ -102,7 +104,7 @@ pub use handler::WebSocketHandler;
 pub use handshake::HandshakeError;
 pub use message::{close_code, Message, Utf8Bytes};
 #[cfg(feature = "redis")]
-pub use redis_broker::RedisBroker;
+pub use redis_broker::{RedisBroker, RedisBrokerError};
 pub use request::{CurrentUser, PathParams, RemoteAddr, RequestExt, TrustedOrigins};
 pub use runtime::{shutdown_signal, Handle};
 pub use sender::WebSocketSender;
@@ -113,3 +115,9 @@ pub use websocket::WebSocket;
 
 pub use bytes::Bytes;
 pub use http;
+
+/// README.md's Rust snippets, compiled (and, unless `no_run`, run) by
+/// `cargo test` so that they cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

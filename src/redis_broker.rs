@@ -20,14 +20,16 @@
 //! history. The messages in flight when a connection fails are dropped.
 
 use std::fmt::Display;
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::{Broker, Delivery, Message, Utf8Bytes};
 
@@ -74,6 +76,28 @@ const SUBSCRIBER: usize = 1;
 /// # Ok(()) }
 /// ```
 ///
+/// When the server starts, it waits until the broker is subscribed before
+/// it accepts connections (up to
+/// [`broker_ready_timeout`](crate::Application::broker_ready_timeout),
+/// 5 s by default), so that what other processes broadcast from then on
+/// reaches its clients. To wait yourself (say, before announcing the
+/// process to a load balancer), keep a clone and await
+/// [`ready`](Self::ready):
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use squall::{Application, RedisBroker};
+///
+/// let broker = RedisBroker::new("redis://127.0.0.1:6379/")?;
+/// let server = Application::new().broker(broker.clone()).bind("127.0.0.1:0").await?;
+/// let running = tokio::spawn(server.run_until_signal());
+/// tokio::time::timeout(Duration::from_secs(10), broker.ready()).await?;
+/// // subscribed: announce this process
+/// running.await??;
+/// # Ok(()) }
+/// ```
+///
 /// A broker serves one application: give each its own. Clones share the
 /// same queue and counters (keep one to read [`dropped`](Self::dropped)).
 #[derive(Clone)]
@@ -89,7 +113,17 @@ struct Inner {
     dropped: AtomicU64,
     overflowing: AtomicBool,
     health: Health,
+    /// Whether the subscriber is subscribed right now.
+    subscribed: watch::Sender<bool>,
 }
+
+/// Why a [`RedisBroker`] could not be made: the URL is not a valid Redis URL.
+///
+/// squall's own type, so that naming it needs no dependency on the `redis`
+/// crate; the underlying error is its [`source`](std::error::Error::source).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid Redis URL: {0}")]
+pub struct RedisBrokerError(#[source] redis::RedisError);
 
 /// One message waiting to be published.
 struct Outgoing {
@@ -101,7 +135,7 @@ impl RedisBroker {
     /// A broker for the Redis server at `url` (`redis://host:port/db`), with
     /// a publish queue of 4096 messages. Nothing connects until the
     /// application's server starts. Fails only on a malformed URL.
-    pub fn new(url: &str) -> redis::RedisResult<Self> {
+    pub fn new(url: &str) -> Result<Self, RedisBrokerError> {
         Self::with_queue(url, DEFAULT_QUEUE)
     }
 
@@ -109,8 +143,8 @@ impl RedisBroker {
     /// be published. When it is full (Redis slower than the broadcasts, or
     /// unreachable), further messages are not published to the other
     /// processes: they are counted in [`dropped`](Self::dropped) and logged.
-    pub fn with_queue(url: &str, capacity: usize) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
+    pub fn with_queue(url: &str, capacity: usize) -> Result<Self, RedisBrokerError> {
+        let client = redis::Client::open(url).map_err(RedisBrokerError)?;
         let (queue, pending) = mpsc::channel(capacity.max(1));
         Ok(RedisBroker {
             inner: Arc::new(Inner {
@@ -121,6 +155,7 @@ impl RedisBroker {
                 dropped: AtomicU64::new(0),
                 overflowing: AtomicBool::new(false),
                 health: Health::default(),
+                subscribed: watch::Sender::new(false),
             }),
         })
     }
@@ -129,6 +164,26 @@ impl RedisBroker {
     /// full, or lost with a failed connection).
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the broker is subscribed, so that what other processes
+    /// broadcast reaches this one; at once if it is subscribed now. The
+    /// broker connects when the application's server starts running, so
+    /// await this after starting it, with a bound of your choosing (while
+    /// Redis is unreachable it does not resolve).
+    pub fn ready(&self) -> impl Future<Output = ()> + Send + 'static {
+        let inner = self.inner.clone();
+        async move {
+            let mut subscribed = inner.subscribed.subscribe();
+            // The sender lives in `inner`, held here: this cannot fail.
+            let _ = subscribed.wait_for(|subscribed| *subscribed).await;
+        }
+    }
+
+    /// Whether the broker is subscribed right now (false before the server
+    /// starts, and during a Redis outage).
+    pub fn is_subscribed(&self) -> bool {
+        *self.inner.subscribed.borrow()
     }
 }
 
@@ -153,7 +208,15 @@ impl Broker for RedisBroker {
             return;
         };
         tokio::spawn(publish_loop(self.inner.clone(), pending, delivery.clone()));
-        tokio::spawn(subscribe_loop(self.inner.clone(), delivery));
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            subscribe_loop(inner.clone(), delivery).await;
+            inner.subscribed.send_replace(false);
+        });
+    }
+
+    fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        Box::pin(RedisBroker::ready(self))
     }
 
     fn publish(&self, group: &str, message: &Message) {
@@ -281,6 +344,7 @@ async fn subscribe_loop(inner: Arc<Inner>, delivery: Delivery) {
         match subscribed {
             Ok(Ok(pubsub)) => {
                 inner.health.up(SUBSCRIBER);
+                inner.subscribed.send_replace(true);
                 backoff.reset();
                 let mut messages = pubsub.into_on_message();
                 loop {
@@ -293,6 +357,7 @@ async fn subscribe_loop(inner: Arc<Inner>, delivery: Delivery) {
                         },
                     }
                 }
+                inner.subscribed.send_replace(false);
                 inner
                     .health
                     .down(SUBSCRIBER, &"subscription connection closed");

@@ -33,10 +33,11 @@ impl PathParams {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RemoteAddr(pub SocketAddr);
 
-/// Accessors for what squall attaches to a request head.
+/// Accessors for what squall attaches to a request head. In scope with
+/// `use squall::prelude::*;` (or `use squall::RequestExt;`).
 ///
 /// ```
-/// use squall::RequestExt;
+/// use squall::prelude::*;
 ///
 /// let request = http::Request::get("/chat/?name=ada%20l&x=1")
 ///     .header("cookie", "session=abc; theme=dark")

@@ -114,6 +114,32 @@ impl Runtime {
         });
     }
 
+    /// Waits until the broker, if any, receives what other processes
+    /// publish, bounded by `broker_ready_timeout` and by shutdown; past the
+    /// bound, warns and goes on: local delivery does not need the broker.
+    pub async fn broker_ready(&self) {
+        let env = &self.0.env;
+        let timeout = env.settings.broker_ready_timeout;
+        let Some(ready) = env.hub.broker_ready() else {
+            return;
+        };
+        if timeout.is_zero() {
+            return;
+        }
+        tokio::select! {
+            biased;
+            () = env.shutdown.cancelled() => {}
+            ready = tokio::time::timeout(timeout, ready) => {
+                if ready.is_err() {
+                    tracing::warn!(
+                        ?timeout,
+                        "broker not ready in time: serving; broadcasts from other processes may be missed until it is"
+                    );
+                }
+            }
+        }
+    }
+
     /// Resolves once the application has stopped.
     pub async fn stopped(&self) {
         self.0.env.hub.stopped().await;

@@ -172,13 +172,21 @@ impl SendQueue {
         match self.capacity.try_take(charge) {
             Ok(()) => self.push(message, charge),
             Err(NoRoom::Closed) => Err(WriteError::Closed),
-            Err(NoRoom::Full) => Err(self.overflowed()),
+            Err(NoRoom::Full) => Err(self.overflowed(charge)),
         }
     }
 
-    fn overflowed(&self) -> WriteError {
+    fn overflowed(&self, charge: u32) -> WriteError {
         if let OverflowPolicy::Close(code) = self.overflow {
-            tracing::warn!(code, "send queue full: closing the slow connection");
+            // Name the bound that was hit, so the cause is plain in the log.
+            let (limit, max, wanted) = self.capacity.full_because(charge);
+            tracing::warn!(
+                code,
+                limit,
+                max,
+                wanted,
+                "send queue full: closing the slow connection"
+            );
             self.request_close(code, Utf8Bytes::from_static("send queue full"));
         }
         WriteError::QueueFull

@@ -10,7 +10,11 @@ use std::time::Duration;
 ///
 /// The sender always gets [`WriteError::QueueFull`](crate::WriteError::QueueFull):
 /// squall never drops a message silently. The policy decides what happens to
-/// the slow connection as well.
+/// the slow connection as well. How full is full is set by
+/// [`websocket_max_queued_messages`](crate::Application::websocket_max_queued_messages)
+/// and [`websocket_max_queued_bytes`](crate::Application::websocket_max_queued_bytes),
+/// whose docs say how to size them; a close for overflow is logged with the
+/// bound that was hit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OverflowPolicy {
@@ -50,6 +54,7 @@ pub(crate) struct Settings {
     pub shutdown_timeout: Duration,
     pub trusted_origins: std::sync::Arc<[String]>,
     pub prepare_timeout: Duration,
+    pub broker_ready_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -70,6 +75,7 @@ impl Default for Settings {
             shutdown_timeout: Duration::from_secs(10),
             trusted_origins: std::sync::Arc::new([]),
             prepare_timeout: Duration::from_secs(10),
+            broker_ready_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -1,12 +1,13 @@
-//! `squall::connect` against a server that is not squall: one written
-//! directly on tokio-tungstenite in each test.
+//! `squall::connect` against a server that is not squall (one written
+//! directly on tokio-tungstenite in each test), and its send queue against a
+//! squall echo server.
 
 use std::future::Future;
 use std::net::SocketAddr;
 
 use futures_util::{SinkExt, StreamExt};
-use squall::testing::{assert_closed_with, next_message, next_text, within};
-use squall::{ConnectOptions, Message};
+use squall::testing::{assert_closed_with, next_message, next_text, within, TestServer};
+use squall::{Application, ClientError, ConnectOptions, Message, WebSocket, WebSocketHandler};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::handshake::server::{
@@ -194,7 +195,7 @@ async fn headers_and_subprotocols_reach_the_server() {
 }
 
 #[tokio::test]
-async fn refused_upgrade_reports_the_status() {
+async fn refused_upgrade_carries_status_headers_and_body() {
     // A foreign HTTP server that answers every upgrade with 401.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -209,7 +210,7 @@ async fn refused_upgrade_reports_the_status() {
             head.extend_from_slice(&buf[..n]);
         }
         tcp.write_all(
-            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"chat\"\r\nContent-Length: 9\r\nConnection: close\r\n\r\nno token\nTRAILING GARBAGE",
         )
         .await
         .unwrap();
@@ -218,5 +219,148 @@ async fn refused_upgrade_reports_the_status() {
         .await
         .expect_err("refused");
     assert_eq!(error.status(), Some(squall::http::StatusCode::UNAUTHORIZED));
+    let refusal = error.refusal().expect("the refused response");
+    assert_eq!(
+        refusal.headers()[squall::http::header::WWW_AUTHENTICATE],
+        "Bearer realm=\"chat\""
+    );
+    // The body, cut to its Content-Length.
+    assert_eq!(&refusal.body()[..], b"no token\n");
+    assert!(matches!(error, ClientError::Refused(_)));
+    within("the server", server).await.unwrap();
+}
+
+/// Echoes every message back, through a squall server.
+struct Echo;
+
+impl WebSocketHandler for Echo {
+    async fn on_message(&mut self, ws: &WebSocket, message: Message) {
+        ws.write_message(message).await.ok();
+    }
+}
+
+#[tokio::test]
+async fn one_task_sends_ten_thousand_while_another_reads_the_replies() {
+    const COUNT: usize = 10_000;
+    let (server, mut client) =
+        TestServer::start_and_connect(Application::new().websocket("/echo", || Echo), "/echo")
+            .await;
+    let sender = client.sender();
+    let writer = tokio::spawn(async move {
+        for n in 0..COUNT {
+            sender.send(format!("message {n}")).await?;
+        }
+        Ok::<_, ClientError>(())
+    });
+    let reader = tokio::spawn(async move {
+        for n in 0..COUNT {
+            assert_eq!(next_text(&mut client).await, format!("message {n}"));
+        }
+        client
+    });
+    within("the writer", writer).await.unwrap().unwrap();
+    let mut client = within("the reader", reader).await.unwrap();
+    // Every reply came back in order, and the connection is still open:
+    // the server never had to close it for a full queue.
+    assert!(!client.is_closed());
+    client.close(1000, "done").await;
+    assert_eq!(client.close_code(), Some(1000));
+    assert!(client.send("late").await.unwrap_err().is_closed());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn try_send_reports_a_full_queue_and_send_waits_for_room() {
+    let (server, client) =
+        TestServer::start_and_connect(Application::new().websocket("/echo", || Echo), "/echo")
+            .await;
+    let client = {
+        let mut client = client;
+        // Warm up: the connection task has run at least once.
+        client.send("warm").await.unwrap();
+        assert_eq!(next_text(&mut client).await, "warm");
+        client
+    };
+    // On this single-threaded runtime the connection task cannot run
+    // between these calls, so nothing drains the queue meanwhile.
+    let sender = client.sender();
+    let mut accepted = 0;
+    let full = loop {
+        match sender.try_send("x") {
+            Ok(()) => accepted += 1,
+            Err(error) => break error,
+        }
+    };
+    assert!(matches!(full, ClientError::QueueFull), "{full:?}");
+    assert_eq!(accepted, 1024, "the default queue bound");
+    // The default client policy only refuses: the connection stays open, and
+    // a waiting send gets room as the queue drains.
+    assert!(!client.is_closed());
+    within("room in the queue", sender.send("after"))
+        .await
+        .unwrap();
+    drop(sender);
+    drop(client);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn dropping_the_client_and_its_senders_closes_with_1000() {
+    let (seen_tx, seen_rx) = oneshot::channel();
+    let (addr, server) = foreign_server(|mut ws| async move {
+        let mut texts = Vec::new();
+        let close = loop {
+            match ws.next().await {
+                Some(Ok(TtMessage::Text(text))) => texts.push(text.to_string()),
+                Some(Ok(TtMessage::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                other => panic!("no close frame: {other:?}"),
+            }
+        };
+        seen_tx.send((texts, close)).unwrap();
+        while ws.next().await.is_some() {}
+    })
+    .await;
+    let client = squall::connect(&format!("ws://{addr}/")).await.unwrap();
+    let sender = client.sender();
+    drop(client);
+    // The sender still writes after the reader is gone.
+    sender.send("from the sender").await.unwrap();
+    drop(sender);
+    let (texts, close) = within("the server's view", seen_rx).await.unwrap();
+    assert_eq!(texts, ["from the sender"]);
+    assert_eq!(close, Some(1000));
+    within("the server", server).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_ping_from_another_task_reaches_the_server() {
+    let (seen_tx, seen_rx) = oneshot::channel();
+    let (addr, server) = foreign_server(|mut ws| async move {
+        loop {
+            match ws.next().await {
+                Some(Ok(TtMessage::Ping(data))) => {
+                    seen_tx.send(data.to_vec()).unwrap();
+                    break;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("no ping: {other:?}"),
+            }
+        }
+        echo(ws).await;
+    })
+    .await;
+    let mut client = squall::connect(&format!("ws://{addr}/")).await.unwrap();
+    let sender = client.sender();
+    within(
+        "the ping task",
+        tokio::spawn(async move { sender.ping("are you there").await }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(within("the ping", seen_rx).await.unwrap(), b"are you there");
+    assert!(client.ping(vec![0u8; 126]).await.is_err(), "over 125 bytes");
+    client.close(1000, "").await;
     within("the server", server).await.unwrap();
 }

@@ -3,10 +3,11 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::raw_websocket;
-use squall::testing::{assert_closed_with, next_text, within};
+use squall::testing::{assert_closed_with, next_text, within, Wait};
 use squall::{Application, Message, WebSocket, WebSocketHandler, WebSocketSender};
 use tokio::sync::mpsc;
 
@@ -138,14 +139,7 @@ async fn shutdown_returns_by_the_deadline() {
 /// and the process exits 0.
 #[tokio::test]
 async fn echo_example_handles_sigterm() {
-    // Examples are built by `cargo test` next to the test binaries.
-    let exe = std::env::current_exe().unwrap();
-    let echo = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("examples/echo"))
-        .unwrap();
-    assert!(echo.exists(), "{} not built", echo.display());
+    let echo = common::example("echo");
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
@@ -156,16 +150,10 @@ async fn echo_example_handles_sigterm() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let url = format!("ws://127.0.0.1:{port}/socket/");
-    let mut client = within("the example to listen", async {
-        loop {
-            match squall::connect(&url).await {
-                Ok(client) => return client,
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    })
-    .await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut client = Wait::default()
+        .connect_when_listening(addr, "/socket/")
+        .await;
     client.send("hi").await.unwrap();
     assert_eq!(next_text(&mut client).await, "You said: hi");
     let pid = child.id().unwrap() as i32;

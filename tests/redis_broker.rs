@@ -262,3 +262,64 @@ async fn redis_outage_keeps_local_delivery_and_remote_delivery_resumes() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_served_connection_means_subscribed_so_the_first_broadcast_arrives() {
+    let redis = Redis::start().await;
+    let (url_a, handle_a) = start_app(&redis.url()).await;
+    let (url_b, _handle_b) = start_app(&redis.url()).await;
+    // A server accepts connections only once its broker is subscribed: a
+    // connection that is served proves it.
+    let mut on_b = join(&url_b, "lobby").await;
+    let mut on_a = join(&url_a, "lobby").await;
+    // No probes: the very first broadcast reaches the other process.
+    handle_a.broadcast("lobby", "first");
+    assert_eq!(next_text(&mut on_b).await, "first");
+    assert_eq!(next_text(&mut on_a).await, "first");
+}
+
+#[tokio::test]
+async fn ready_waits_for_the_subscription_and_a_dead_redis_only_delays_serving() {
+    // A port nothing listens on yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let broker = RedisBroker::new(&format!("redis://127.0.0.1:{port}/")).expect("redis url");
+    assert!(!broker.is_subscribed());
+    let app = Application::new()
+        .websocket("/room/{room}", || Room)
+        .broker(broker.clone())
+        .broker_ready_timeout(Duration::from_millis(200));
+    let server = app.bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("ws://{}/room/", server.local_addr().expect("addr"));
+    tokio::spawn(server.run());
+
+    // Redis is down: the server serves anyway once the bound has passed.
+    let _client = join(&url, "lobby").await;
+    assert!(!broker.is_subscribed());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), broker.ready())
+            .await
+            .is_err(),
+        "ready while Redis is down"
+    );
+
+    // Redis comes up on that port: the broker subscribes, ready resolves.
+    let mut redis = Redis { port, child: None };
+    redis.restart().await;
+    tokio::time::timeout(WAIT, broker.ready())
+        .await
+        .expect("subscribed once Redis is up");
+    assert!(broker.is_subscribed());
+}
+
+#[test]
+fn a_bad_url_is_squalls_own_error() {
+    let error: squall::RedisBrokerError = RedisBroker::new("no-such-scheme://x").unwrap_err();
+    assert!(
+        error.to_string().starts_with("invalid Redis URL"),
+        "{error}"
+    );
+    assert!(std::error::Error::source(&error).is_some());
+}

@@ -17,7 +17,7 @@ use tungstenite::error::Error as WsError;
 use crate::message::{close_code, Utf8Bytes};
 
 /// Where the connection is in its life.
-pub(super) enum Phase {
+pub(crate) enum Phase {
     Open,
     /// A close was asked for: the messages already queued are written first,
     /// then the close frame.
@@ -178,7 +178,7 @@ impl Phase {
 
 /// The close code for a read error that is the peer's fault; `None` for the
 /// end of the connection.
-pub(super) fn close_for(error: &WsError) -> Option<(u16, &'static str)> {
+pub(crate) fn close_for(error: &WsError) -> Option<(u16, &'static str)> {
     match error {
         WsError::Protocol(_) | WsError::AttackAttempt => {
             Some((close_code::PROTOCOL_ERROR, "protocol error"))

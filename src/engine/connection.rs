@@ -11,18 +11,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Sink, Stream as _};
 use tokio_tungstenite::WebSocketStream;
-use tungstenite::error::Error as WsError;
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role};
+use tungstenite::protocol::Role;
 
 use super::close::{close_for, Phase};
 use super::env::Env;
 use super::inbox::{Event, Inbox};
 use super::keepalive::{Due, KeepAlive};
 use super::linger;
+use super::outgoing;
 use super::shutdown::Shutdown;
 use crate::message::{close_code, Message, Utf8Bytes};
-use crate::send_queue::{Outbound, Popped, SendQueue};
+use crate::send_queue::SendQueue;
 use crate::stream::Stream;
 use crate::websocket::{PeerClose, WebSocket};
 
@@ -96,17 +95,14 @@ impl Connection {
 
     /// Sends a close frame at once because the peer broke the protocol.
     fn fail(&mut self, code: u16, reason: &'static str, cx: &mut Context<'_>) {
-        tracing::debug!(code, reason, "closing a WebSocket after a protocol error");
-        self.queue.close();
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        };
-        let queued = Pin::new(&mut self.ws)
-            .start_send(tungstenite::Message::Close(Some(frame)))
-            .is_ok();
-        self.unflushed |= queued;
-        self.phase.fail(queued, self.close_timeout);
+        self.unflushed |= outgoing::fail(
+            &mut self.ws,
+            &self.queue,
+            &mut self.phase,
+            self.close_timeout,
+            code,
+            reason,
+        );
         cx.waker().wake_by_ref();
     }
 
@@ -224,45 +220,14 @@ impl Connection {
     /// Moves queued messages into tungstenite's write buffer. In the draining
     /// phase, sends the close frame once the queue is empty.
     fn poll_feed(&mut self, cx: &mut Context<'_>) -> Result<(), ()> {
-        loop {
-            match Pin::new(&mut self.ws).poll_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return Err(()),
-                Poll::Pending => return Ok(()),
-            }
-            match self.queue.pop() {
-                Popped::Message(Outbound { message, .. }) => {
-                    match Pin::new(&mut self.ws).start_send(message) {
-                        Ok(()) => self.unflushed = true,
-                        Err(WsError::Capacity(error)) => {
-                            // A message over the size limit is refused at the
-                            // door: drop it and say so, keep the connection.
-                            tracing::warn!(%error, "dropped an outgoing message over the size limit");
-                        }
-                        Err(_) => return Err(()),
-                    }
-                }
-                Popped::Finished => {
-                    // The queue is closed and empty: only while draining.
-                    if let Some((code, reason)) = self.phase.close_frame_queued(self.close_timeout)
-                    {
-                        let frame = CloseFrame {
-                            code: CloseCode::from(code),
-                            reason: reason.into_inner(),
-                        };
-                        if Pin::new(&mut self.ws)
-                            .start_send(tungstenite::Message::Close(Some(frame)))
-                            .is_err()
-                        {
-                            return Err(());
-                        }
-                        self.unflushed = true;
-                    }
-                    return Ok(());
-                }
-                Popped::Empty => return Ok(()),
-            }
-        }
+        self.unflushed |= outgoing::poll_feed(
+            &mut self.ws,
+            &self.queue,
+            &mut self.phase,
+            self.close_timeout,
+            cx,
+        )?;
+        Ok(())
     }
 
     /// Turns a message from tungstenite into an event for the handler, or

@@ -9,13 +9,11 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::stream::Stream;
-
 /// Shuts the write side down (once, recorded in `shut_down`), then reads and
 /// discards input. Ready when the peer has closed its side (or the socket
 /// failed).
-pub(super) fn poll_linger(
-    stream: &mut Stream,
+pub(crate) fn poll_linger<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     cx: &mut Context<'_>,
     shut_down: &mut bool,
 ) -> Poll<()> {

@@ -20,15 +20,18 @@
 //! `close.rs` (the close state machine), `keepalive.rs`,
 //! `shutdown.rs` (the server's shutdown as one connection watches it),
 //! `linger.rs` (the lingering close after a protocol error), `inbox.rs`
-//! (events read ahead while a handler method runs).
+//! (events read ahead while a handler method runs), `outgoing.rs` (the send
+//! queue and close frames into tungstenite's write buffer, shared with the
+//! client).
 
-mod close;
+pub(crate) mod close;
 mod connection;
 mod driver;
 mod env;
 mod inbox;
 mod keepalive;
-mod linger;
+pub(crate) mod linger;
+pub(crate) mod outgoing;
 mod shutdown;
 
 use std::future::Future;

@@ -40,6 +40,48 @@ impl Server {
         self.app.handle()
     }
 
+    /// Serves until [`Handle::shutdown`], Ctrl-C (SIGINT) or SIGTERM, then
+    /// shuts down gracefully: what [`Application::listen`](crate::Application::listen)
+    /// does once bound. Use it (after [`Application::bind`](crate::Application::bind))
+    /// in a binary that needs the address before serving, e.g. one bound to
+    /// port 0 that reports its port:
+    ///
+    /// ```no_run
+    /// # async fn run() -> std::io::Result<()> {
+    /// let server = squall::Application::new().bind("127.0.0.1:0").await?;
+    /// tracing::info!("listening on {}", server.local_addr()?);
+    /// server.run_until_signal().await
+    /// # }
+    /// ```
+    pub async fn run_until_signal(self) -> std::io::Result<()> {
+        self.shut_down_on_signal();
+        self.run().await
+    }
+
+    /// Serves `wss://` as [`run_tls`](Self::run_tls), and also stops on
+    /// Ctrl-C (SIGINT) or SIGTERM, as [`run_until_signal`](Self::run_until_signal)
+    /// (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub async fn run_tls_until_signal(self, config: crate::TlsConfig) -> std::io::Result<()> {
+        self.shut_down_on_signal();
+        self.run_tls(config).await
+    }
+
+    /// Starts a graceful shutdown on the first SIGINT or SIGTERM; the
+    /// watching task ends with the server.
+    fn shut_down_on_signal(&self) {
+        let handle = self.app.handle();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = crate::shutdown_signal() => {
+                    tracing::info!("signal received: shutting down");
+                    handle.shutdown();
+                }
+                () = handle.stopped() => {}
+            }
+        });
+    }
+
     /// Serves `wss://` (TLS) until [`Handle::shutdown`], then shuts down
     /// gracefully. A client that does not finish its TLS handshake within the
     /// request-head timeout is dropped.
@@ -67,7 +109,9 @@ impl Server {
         Ok(())
     }
 
-    /// Serves until [`Handle::shutdown`], then shuts down gracefully.
+    /// Serves until [`Handle::shutdown`], then shuts down gracefully. No
+    /// signal handling: use this when the program decides itself when to
+    /// stop (tests, or a binary that handles signals its own way).
     pub async fn run(self) -> std::io::Result<()> {
         accept_loop(self.listener, &self.app, |tcp, remote, app| {
             http1::serve_connection(Stream::tcp(tcp), remote, app)
@@ -77,15 +121,17 @@ impl Server {
     }
 }
 
-/// Starts the application, accepts until shutdown handing each connection
-/// to `serve`, waits for the connections to finish (bounded by the shutdown
-/// timeout), and returns once the application has stopped.
+/// Starts the application and waits (bounded) for its broker to be ready,
+/// accepts until shutdown handing each connection to `serve`, waits for the
+/// connections to finish (bounded by the shutdown timeout), and returns once
+/// the application has stopped.
 pub(crate) async fn accept_loop<S, Fut>(listener: TcpListener, app: &Runtime, serve: S)
 where
     S: Fn(TcpStream, SocketAddr, Runtime) -> Fut,
     Fut: std::future::Future<Output = Option<BoxFuture<()>>> + Send + 'static,
 {
     app.start();
+    app.broker_ready().await;
     let settings = app.settings().clone();
     let limit = app.connection_limit().clone();
     let mut tasks = JoinSet::new();

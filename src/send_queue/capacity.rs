@@ -103,6 +103,22 @@ impl Capacity {
         }
     }
 
+    /// Which bound refuses one more message of `bytes` right now: the name
+    /// of the setting, the bound, and what is in use against it (for logs).
+    pub fn full_because(&self, bytes: u32) -> (&'static str, u64, u64) {
+        let used = self.used.load(SeqCst);
+        if used >> 32 >= self.max_messages {
+            (
+                "websocket_max_queued_messages",
+                self.max_messages,
+                used >> 32,
+            )
+        } else {
+            let wanted = (used & BYTES) + u64::from(bytes);
+            ("websocket_max_queued_bytes", self.max_bytes, wanted)
+        }
+    }
+
     /// Whether no message holds room (the queue is empty).
     pub fn is_unused(&self) -> bool {
         self.used.load(SeqCst) == 0

@@ -367,3 +367,16 @@ pub async fn read_close(raw: &mut (impl AsyncRead + Unpin)) -> (u16, String) {
         }
     }
 }
+
+/// The path of example `name`'s binary, which `cargo test` builds next to
+/// the test binaries.
+pub fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples").join(name))
+        .unwrap();
+    assert!(path.exists(), "{} not built", path.display());
+    path
+}
