@@ -11,6 +11,7 @@
 #   AUTOBAHN_EXCLUDE  JSON list of case patterns to skip (default ["12.*", "13.*"])
 #   AUTOBAHN_TIMEOUT  seconds allowed for the whole wstest run (default 600)
 #   AUTOBAHN_PYTHON27 Python 2.7 interpreter to use instead of searching for one
+#   AUTOBAHN_FEATURES cargo features to build the example with (e.g. axum)
 #
 # Exit status: 0 only if at least one case ran and every case passed.
 set -euo pipefail
@@ -182,7 +183,7 @@ if ! venv_ready; then
 fi
 
 # --- 3. build the server under test ------------------------------------------
-cargo build --release --quiet --example "$EXAMPLE"
+cargo build --release --quiet ${AUTOBAHN_FEATURES:+--features "$AUTOBAHN_FEATURES"} --example "$EXAMPLE"
 SERVER_BIN=$ROOT/target/release/examples/$EXAMPLE
 [ -x "$SERVER_BIN" ] || { echo "autobahn: $SERVER_BIN was not built" >&2; exit 1; }
 
