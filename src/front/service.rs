@@ -227,22 +227,15 @@ fn via(request: &Request<()>) -> Via {
 fn accepted_response(negotiated: &Negotiated, via: Via) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));
     let headers = response.headers_mut();
-    match via {
-        Via::Http1 => {
-            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            let headers = response.headers_mut();
-            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            if let Some(key) = negotiated
-                .accept_key
-                .as_deref()
-                .and_then(|key| HeaderValue::from_str(key).ok())
-            {
-                headers.insert(header::SEC_WEBSOCKET_ACCEPT, key);
-            }
-        }
-        Via::Http2 { .. } => {
-            let _ = headers;
+    if via == Via::Http1 {
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(key) = negotiated
+            .accept_key
+            .as_deref()
+            .and_then(|key| HeaderValue::from_str(key).ok())
+        {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, key);
         }
     }
     if let Some(protocol) = negotiated
@@ -250,9 +243,10 @@ fn accepted_response(negotiated: &Negotiated, via: Via) -> Response<Full<Bytes>>
         .as_deref()
         .and_then(|p| HeaderValue::from_str(p).ok())
     {
-        response
-            .headers_mut()
-            .insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    if via == Via::Http1 {
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     }
     response
 }
