@@ -4,7 +4,7 @@
 //! suite. Every text and binary message comes back unchanged, on every path.
 //!
 //! ```text
-//! cargo run --release --features axum --example bench_axum_echo -- 127.0.0.1:9001
+//! cargo run --release --features axum --example bench_axum_echo -- 127.0.0.1:9001 [--max-message-size BYTES]
 //! ```
 //!
 //! One tokio thread, as the benchmark pins the server to one core.
@@ -20,12 +20,22 @@ impl WebSocketHandler for Echo {
 }
 
 fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9001".to_owned());
-    let squall = Application::new()
+    let mut args = std::env::args().skip(1);
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:9001".to_owned());
+    let mut squall = Application::new()
         .websocket("/", || Echo)
         .websocket("/{*path}", || Echo);
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next().and_then(|v| v.parse().ok())) {
+            ("--max-message-size", Some(bytes)) => {
+                squall = squall.websocket_max_message_size(bytes)
+            }
+            _ => {
+                eprintln!("usage: bench_axum_echo HOST:PORT [--max-message-size BYTES]");
+                std::process::exit(2);
+            }
+        }
+    }
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

@@ -218,7 +218,7 @@ trap 'exit 143' TERM
 # bench_echo is started with tungstenite's own 64 MiB limit for the suite;
 # everything else stays at its default. AUTOBAHN_SERVER_ARGS overrides this.
 if [ -z "${AUTOBAHN_SERVER_ARGS+set}" ]; then
-    if [ "$EXAMPLE" = bench_echo ]; then
+    if [ "$EXAMPLE" = bench_echo ] || [ "$EXAMPLE" = bench_axum_echo ]; then
         AUTOBAHN_SERVER_ARGS="--max-message-size 67108864"
     else
         AUTOBAHN_SERVER_ARGS=""
