@@ -22,7 +22,9 @@
 //! `linger.rs` (the lingering close after a protocol error), `inbox.rs`
 //! (events read ahead while a handler method runs), `outgoing.rs` (the send
 //! queue and close frames into tungstenite's write buffer, shared with the
-//! client).
+//! client), `own_frames.rs` (pongs and other frames the engine writes by
+//! itself, counted against the send queue's bound so that a ping flood meets
+//! backpressure).
 
 pub(crate) mod close;
 mod connection;
@@ -32,6 +34,7 @@ mod inbox;
 mod keepalive;
 pub(crate) mod linger;
 pub(crate) mod outgoing;
+mod own_frames;
 mod shutdown;
 
 use std::future::Future;
