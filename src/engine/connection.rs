@@ -14,6 +14,7 @@ use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::Role;
 
 use super::close::{close_for, Phase};
+use super::close_codes::CloseCodes;
 use super::env::Env;
 use super::inbox::{Event, Inbox};
 use super::keepalive::{Due, KeepAlive};
@@ -37,6 +38,9 @@ pub(crate) async fn establish(
     env: &Env,
 ) -> (WebSocket, Connection) {
     let settings = &env.settings;
+    let mut stream = CloseCodes::new(stream);
+    let mut read_ahead = read_ahead;
+    stream.scan(&mut read_ahead);
     let ws = WebSocketStream::from_partially_read(
         stream,
         read_ahead,
@@ -67,7 +71,7 @@ pub(crate) async fn establish(
 
 /// The engine side of a connection: the socket and everything that moves it.
 pub(crate) struct Connection {
-    ws: WebSocketStream<Stream>,
+    ws: WebSocketStream<CloseCodes<Stream>>,
     queue: Arc<SendQueue>,
     pub(super) inbox: Inbox,
     phase: Phase,
@@ -190,7 +194,7 @@ impl Connection {
         }
 
         if let Phase::Lingering { shut_down, .. } = &mut self.phase {
-            if linger::poll_linger(self.ws.get_mut(), cx, shut_down).is_ready() {
+            if linger::poll_linger(self.ws.get_mut().get_mut(), cx, shut_down).is_ready() {
                 return self.closed();
             }
         }
@@ -281,8 +285,13 @@ impl Connection {
                 // tungstenite queues the echo of the close frame.
                 let echo = frame.as_ref().map_or(0, |f| 2 + f.reason.len());
                 self.own.written(&self.queue, control_frame_len(echo));
+                // A 1014 reached tungstenite as 1000 (`close_codes.rs`).
+                let bad_gateway = self.ws.get_ref().saw_bad_gateway();
                 self.peer_close = Some(PeerClose {
-                    code: frame.as_ref().map(|f| u16::from(f.code)),
+                    code: frame.as_ref().map(|f| match u16::from(f.code) {
+                        close_code::NORMAL if bad_gateway => close_code::BAD_GATEWAY,
+                        code => code,
+                    }),
                     reason: frame
                         .as_ref()
                         .map(|f| f.reason.as_str().to_owned())

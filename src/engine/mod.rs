@@ -17,7 +17,8 @@
 //! ready, so a burst of pipelined requests is answered with one write call.
 //!
 //! The other files: `env.rs` (what the engine needs from its application),
-//! `close.rs` (the close state machine), `keepalive.rs`,
+//! `close.rs` (the close state machine), `close_codes.rs` (close code 1014,
+//! which tungstenite would refuse, let through), `keepalive.rs`,
 //! `shutdown.rs` (the server's shutdown as one connection watches it),
 //! `linger.rs` (the lingering close after a protocol error), `inbox.rs`
 //! (events read ahead while a handler method runs), `outgoing.rs` (the send
@@ -27,6 +28,7 @@
 //! backpressure).
 
 pub(crate) mod close;
+mod close_codes;
 mod connection;
 mod driver;
 mod env;
