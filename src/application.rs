@@ -194,6 +194,12 @@ impl Application {
     ///     .websocket_max_queued_bytes(2 * 1024 * 1024);
     /// # drop(app);
     /// ```
+    ///
+    /// Frames squall writes on its own (pongs, pings, close frames) count
+    /// against this bound, and [`websocket_max_queued_bytes`](Self::websocket_max_queued_bytes),
+    /// until they reach the socket; while the bound is reached the
+    /// connection stops reading, so a peer that floods pings and reads
+    /// nothing meets TCP backpressure.
     pub fn websocket_max_queued_messages(mut self, messages: usize) -> Self {
         self.settings.max_queued_messages = messages.max(1);
         self
