@@ -222,8 +222,8 @@ mod tests {
         assert_eq!(phase.close_frame_queued(T), None);
     }
 
-    #[test]
-    fn pings_are_answered_until_a_close_frame_goes_either_way() {
+    #[tokio::test]
+    async fn pings_are_answered_until_a_close_frame_goes_either_way() {
         assert!(Phase::Open.answers_pings());
         let closing = Phase::Closing {
             deadline: deadline(T),

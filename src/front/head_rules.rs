@@ -32,12 +32,13 @@ impl HeadRule {
 }
 
 /// Checks the `Host` rule of RFC 9112 §3.2. HTTP/1.0 requests may leave
-/// `Host` out (it was optional then) but may not repeat it.
+/// `Host` out (it was optional then), and HTTP/2 names its authority in a
+/// pseudo-header instead; no request may repeat it.
 pub(crate) fn check_head(request: &Request<()>) -> Result<(), HeadRule> {
     let mut hosts = request.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => Err(HeadRule::DuplicateHost),
-        (None, _) if request.version() != Version::HTTP_10 => Err(HeadRule::MissingHost),
+        (None, _) if request.version() == Version::HTTP_11 => Err(HeadRule::MissingHost),
         _ => Ok(()),
     }
 }
@@ -68,8 +69,9 @@ mod tests {
     }
 
     #[test]
-    fn http10_may_omit_host_but_not_repeat_it() {
+    fn http10_and_http2_may_omit_host_but_not_repeat_it() {
         assert_eq!(check_head(&request(Version::HTTP_10, &[])), Ok(()));
+        assert_eq!(check_head(&request(Version::HTTP_2, &[])), Ok(()));
         assert_eq!(
             check_head(&request(Version::HTTP_10, &["a", "a"])),
             Err(HeadRule::DuplicateHost)
