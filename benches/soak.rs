@@ -6,8 +6,16 @@
 //! ```text
 //! cargo build --release --example bench_echo --example soak
 //! target/release/examples/soak [--conns 10000] [--secs 60] [--interval-ms 1000]
+//!                              [--flooders 10] [--page-stallers 10]
 //!                              [--server target/release/examples/bench_echo]
 //! ```
+//!
+//! Besides the four kinds of hostile clients, the run holds `--flooders`
+//! clients that flood pings and never read (the server must stop reading
+//! them once their unflushed pongs fill the send-queue bound, and keep its
+//! memory flat), and `--page-stallers` clients that pipeline page requests
+//! and never read the responses (the server must drop each one once a
+//! response write has stalled for its `response_write_timeout`, 10 s).
 //!
 //! Reports errors on well-behaved connections (must be zero), messages
 //! exchanged, churn and hostile counts by outcome, and the server's RSS
@@ -39,12 +47,21 @@ struct Counters {
     oversize_1009: AtomicU64,
     big_head_431: AtomicU64,
     hostile_unexpected: AtomicU64,
+    flood_upgraded: AtomicU64,
+    flood_bytes: AtomicU64,
+    flood_held_at_end: AtomicU64,
+    flood_dropped: AtomicU64,
+    stall_dropped: AtomicU64,
+    stall_drop_ms_total: AtomicU64,
+    stall_unexpected: AtomicU64,
 }
 
 struct Args {
     conns: usize,
     secs: u64,
     interval: Duration,
+    flooders: usize,
+    page_stallers: usize,
     server: String,
 }
 
@@ -53,6 +70,8 @@ fn args() -> Args {
         conns: 10_000,
         secs: 60,
         interval: Duration::from_millis(1000),
+        flooders: 10,
+        page_stallers: 10,
         server: "target/release/examples/bench_echo".into(),
     };
     let mut it = std::env::args().skip(1);
@@ -62,6 +81,8 @@ fn args() -> Args {
             "--conns" => args.conns = value.parse().expect("--conns N"),
             "--secs" => args.secs = value.parse().expect("--secs N"),
             "--interval-ms" => args.interval = Duration::from_millis(value.parse().expect("ms")),
+            "--flooders" => args.flooders = value.parse().expect("--flooders N"),
+            "--page-stallers" => args.page_stallers = value.parse().expect("--page-stallers N"),
             "--server" => args.server = value,
             other => panic!("unknown flag {other}"),
         }
@@ -294,6 +315,97 @@ async fn hostile(kind: usize, addr: SocketAddr, end: Instant, counters: Arc<Coun
     }
 }
 
+/// The bytes of the page the server serves at `/page` (`--page-bytes`).
+const PAGE_BYTES: usize = 64 * 1024;
+
+/// A socket with a small receive buffer, for clients that never read.
+async fn non_reading_socket(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    socket.connect(addr).await
+}
+
+/// Upgrades, then floods 125-byte masked pings and never reads, until the
+/// end. The server stops reading once the unflushed pongs fill the send
+/// queue's bound; with no ping interval set, it holds the connection, so a
+/// flooder is expected to be still blocked in a write at the end.
+async fn ping_flooder(addr: SocketAddr, end: Instant, counters: Arc<Counters>) {
+    let Ok(mut tcp) = non_reading_socket(addr).await else {
+        counters.hostile_unexpected.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let _ = tcp.write_all(UPGRADE.as_bytes()).await;
+    let mut head = Vec::new();
+    let upgraded = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if tcp.read(&mut byte).await.ok()? == 0 {
+                return None;
+            }
+            head.push(byte[0]);
+        }
+        Some(())
+    })
+    .await;
+    if !matches!(upgraded, Ok(Some(()))) || !head.starts_with(b"HTTP/1.1 101") {
+        counters.hostile_unexpected.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    counters.flood_upgraded.fetch_add(1, Ordering::Relaxed);
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut ping = vec![0x89, 0x80 | 125];
+    ping.extend_from_slice(&mask);
+    ping.extend((0..125).map(|i| b'p' ^ mask[i % 4]));
+    let chunk = ping.repeat(64 * 1024 / ping.len());
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, tcp.write_all(&chunk)).await {
+            Ok(Ok(())) => {
+                counters
+                    .flood_bytes
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            Ok(Err(_)) => {
+                counters.flood_dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(_) => {
+                counters.flood_held_at_end.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+/// Pipelines page requests on a keep-alive connection and never reads the
+/// responses, over and over until the end. The server stops reading
+/// requests while a response is unsent and drops the connection once a
+/// write has stalled for its write timeout (10 s): the client sees its own
+/// writes fail. A connection still open 30 s later is unexpected.
+async fn page_staller(addr: SocketAddr, end: Instant, counters: Arc<Counters>) {
+    let requests = "GET /page HTTP/1.1\r\nHost: soak\r\n\r\n".repeat(1000);
+    while Instant::now() < end {
+        let Ok(mut tcp) = non_reading_socket(addr).await else {
+            counters.stall_unexpected.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let started = Instant::now();
+        let dropped = tokio::time::timeout(Duration::from_secs(30), async {
+            while tcp.write_all(requests.as_bytes()).await.is_ok() {}
+        })
+        .await;
+        if dropped.is_ok() {
+            counters.stall_dropped.fetch_add(1, Ordering::Relaxed);
+            counters
+                .stall_drop_ms_total
+                .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        } else {
+            counters.stall_unexpected.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 fn main() {
     let args = args();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -303,6 +415,7 @@ fn main() {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut server = std::process::Command::new(&args.server)
         .arg(addr.to_string())
+        .args(["--page-bytes", &PAGE_BYTES.to_string()])
         .env("RUST_LOG", "error")
         .spawn()
         .unwrap_or_else(|e| panic!("start {}: {e}", args.server));
@@ -365,6 +478,28 @@ fn main() {
         "| hostile: unexpected outcome | {} |",
         load(&c.hostile_unexpected)
     );
+    println!(
+        "| ping flooders upgraded / still held (server stopped reading) at the end / dropped | {} / {} / {} |",
+        load(&c.flood_upgraded),
+        load(&c.flood_held_at_end),
+        load(&c.flood_dropped)
+    );
+    println!(
+        "| ping bytes the flooders got out, in all (kernel buffers included) | {:.1} MiB |",
+        load(&c.flood_bytes) as f64 / (1024.0 * 1024.0)
+    );
+    let stalls = load(&c.stall_dropped);
+    println!(
+        "| non-reading page clients dropped / still open after 30 s | {} / {} |",
+        stalls,
+        load(&c.stall_unexpected)
+    );
+    if stalls > 0 {
+        println!(
+            "| non-reading page client: mean time from connect to drop | {:.1} s |",
+            load(&c.stall_drop_ms_total) as f64 / stalls as f64 / 1000.0
+        );
+    }
     println!("| server exit on SIGTERM | {status} |");
     println!();
     println!("| t (s) | server RSS (MiB) | server fds | messages so far |");
@@ -372,7 +507,7 @@ fn main() {
     for (t, rss, fds, msgs) in &samples {
         println!("| {t:.0} | {:.1} | {fds} | {msgs} |", *rss as f64 / 1024.0);
     }
-    if load(&c.errors) > 0 || load(&c.connect_errors) > 0 {
+    if load(&c.errors) > 0 || load(&c.connect_errors) > 0 || load(&c.stall_unexpected) > 0 {
         std::process::exit(1);
     }
 }
@@ -436,6 +571,12 @@ async fn run(
     for kind in 0..16 {
         tasks.spawn(hostile(kind, addr, end, counters.clone()));
     }
+    for _ in 0..args.flooders {
+        tasks.spawn(ping_flooder(addr, end, counters.clone()));
+    }
+    for _ in 0..args.page_stallers {
+        tasks.spawn(page_staller(addr, end, counters.clone()));
+    }
     let mut samples = Vec::new();
     let sampler = {
         let counters = counters.clone();
@@ -454,7 +595,7 @@ async fn run(
         }
     };
     let samples = sampler.await;
-    let drained = tokio::time::timeout(Duration::from_secs(30), async {
+    let drained = tokio::time::timeout(Duration::from_secs(40), async {
         while tasks.join_next().await.is_some() {}
     })
     .await;

@@ -3,7 +3,7 @@
 //! settings otherwise.
 //!
 //! ```text
-//! cargo run --release --example bench_echo -- 127.0.0.1:9001 [--max-message-size BYTES]
+//! cargo run --release --example bench_echo -- 127.0.0.1:9001 [--max-message-size BYTES] [--page-bytes BYTES]
 //! ```
 //!
 //! One tokio thread, as the benchmark pins the server to one core.
@@ -27,8 +27,13 @@ fn main() -> std::io::Result<()> {
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next().and_then(|v| v.parse().ok())) {
             ("--max-message-size", Some(bytes)) => app = app.websocket_max_message_size(bytes),
+            // A plain page of BYTES at /page, for the soak's clients that
+            // stop reading responses.
+            ("--page-bytes", Some(bytes)) => app = app.page("/page", vec![b'x'; bytes]),
             _ => {
-                eprintln!("usage: bench_echo HOST:PORT [--max-message-size BYTES]");
+                eprintln!(
+                    "usage: bench_echo HOST:PORT [--max-message-size BYTES] [--page-bytes BYTES]"
+                );
                 std::process::exit(2);
             }
         }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::engine::Env;
+use crate::front::listener;
 use crate::front::server::Server;
 use crate::handler::WebSocketHandler;
 use crate::hub::Hub;
@@ -193,6 +194,12 @@ impl Application {
     ///     .websocket_max_queued_bytes(2 * 1024 * 1024);
     /// # drop(app);
     /// ```
+    ///
+    /// Frames squall writes on its own (pongs, pings, close frames) count
+    /// against this bound, and [`websocket_max_queued_bytes`](Self::websocket_max_queued_bytes),
+    /// until they reach the socket; while the bound is reached the
+    /// connection stops reading, so a peer that floods pings and reads
+    /// nothing meets TCP backpressure.
     pub fn websocket_max_queued_messages(mut self, messages: usize) -> Self {
         self.settings.max_queued_messages = messages.max(1);
         self
@@ -247,6 +254,26 @@ impl Application {
     /// Default: 10 s.
     pub fn request_head_timeout(mut self, timeout: Duration) -> Self {
         self.settings.head_timeout = timeout;
+        self
+    }
+
+    /// How long writing one HTTP response may take: a page, the `101` of an
+    /// upgrade, or an error status. A client that stops reading is dropped
+    /// once this passes, instead of holding its connection slot. Default:
+    /// 10 s (as [`request_head_timeout`](Self::request_head_timeout)).
+    pub fn response_write_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.write_timeout = timeout;
+        self
+    }
+
+    /// The listen backlog of [`bind`](Self::bind) and [`listen`](Self::listen):
+    /// how many connections the kernel completes and holds while the accept
+    /// loop catches up. A burst of connects beyond it goes unanswered until
+    /// the client retries its SYN (a second or more later). Clamped by the
+    /// kernel's `net.core.somaxconn`; it has no effect on a listener passed to
+    /// [`serve`](Self::serve). Default: 1024 (the tokio and std default is 128).
+    pub fn listen_backlog(mut self, backlog: u32) -> Self {
+        self.settings.listen_backlog = backlog.max(1);
         self
     }
 
@@ -321,7 +348,7 @@ impl Application {
     /// Ctrl-C and SIGTERM included; [`Server::run`] serves until
     /// [`Handle::shutdown`] only.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> std::io::Result<Server> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = listener::bind(addr, self.settings.listen_backlog).await?;
         Ok(Server::new(listener, self.into_runtime()))
     }
 

@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::application::Application;
 use crate::engine;
+use crate::front::head_rules::check_head;
 use crate::front::http1::{encode_response, parse_head, HeadError};
 use crate::handler::WebSocketHandler;
 use crate::handshake::{negotiate, switching_protocols, Via};
@@ -80,6 +81,9 @@ pub fn request_head(data: &[u8]) -> Vec<u8> {
             return encode_response(text_response(StatusCode::BAD_REQUEST, ""), false, false)
         }
     };
+    if let Err(rule) = check_head(&request) {
+        return encode_response(rule.response(), false, false);
+    }
     let app = app();
     let Some((route, params)) = app.router().at(request.uri().path()) else {
         return encode_response(text_response(StatusCode::NOT_FOUND, ""), false, false);

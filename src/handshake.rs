@@ -188,6 +188,11 @@ pub enum HandshakeError {
     /// 500: `select_subprotocol` chose a protocol the client did not offer.
     #[error("selected subprotocol was not offered")]
     BadSubprotocol,
+    /// 426 with `Upgrade: websocket` and `Connection: Upgrade`: an HTTP/1.0
+    /// request. HTTP/1.0 has no upgrade (RFC 9110 §7.8: a server ignores
+    /// `Upgrade` in it) and RFC 6455 §4.1 asks for HTTP/1.1 at least.
+    #[error("WebSocket upgrades need HTTP/1.1")]
+    UpgradeNeedsHttp11,
 }
 
 impl HandshakeError {
@@ -199,13 +204,15 @@ impl HandshakeError {
             | HandshakeError::ConnectionNotUpgrade
             | HandshakeError::InvalidKey => StatusCode::BAD_REQUEST,
             HandshakeError::CrossOrigin => StatusCode::FORBIDDEN,
-            HandshakeError::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
+            HandshakeError::UnsupportedVersion | HandshakeError::UpgradeNeedsHttp11 => {
+                StatusCode::UPGRADE_REQUIRED
+            }
             HandshakeError::BadSubprotocol => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// The full response: status, a plain-text body saying why, and the
-    /// headers the case needs (`Allow`, `Sec-WebSocket-Version`).
+    /// headers the case needs (`Allow`, `Sec-WebSocket-Version`, `Upgrade`).
     pub fn response(&self) -> Response<Bytes> {
         let mut response = text_response(self.status(), self.to_string());
         let headers = response.headers_mut();
@@ -217,6 +224,16 @@ impl HandshakeError {
                 headers.insert(
                     header::SEC_WEBSOCKET_VERSION,
                     header::HeaderValue::from_static("13"),
+                );
+            }
+            HandshakeError::UpgradeNeedsHttp11 => {
+                headers.insert(
+                    header::UPGRADE,
+                    header::HeaderValue::from_static("websocket"),
+                );
+                headers.insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("Upgrade"),
                 );
             }
             _ => {}
@@ -233,7 +250,8 @@ pub(crate) struct Negotiated {
     pub subprotocol: Option<String>,
 }
 
-/// Checks an upgrade request in Tornado's order: method, `Upgrade`,
+/// Checks an upgrade request in Tornado's order, after the HTTP version
+/// (1.1 at least, as RFC 6455 asks): method, `Upgrade`,
 /// `Connection`, origin, version, key; then lets the handler pick a
 /// subprotocol. Over HTTP/2 the method is `CONNECT`, `:protocol` stands for
 /// `Upgrade`, and there is no `Connection` header and no key (RFC 8441 §5).
@@ -245,6 +263,9 @@ pub(crate) fn negotiate<H: WebSocketHandler>(
     let headers = request.headers();
     match via {
         Via::Http1 => {
+            if request.version() < http::Version::HTTP_11 {
+                return Err(HandshakeError::UpgradeNeedsHttp11);
+            }
             if request.method() != Method::GET {
                 return Err(HandshakeError::MethodNotAllowed);
             }

@@ -285,4 +285,8 @@ pub mod close_code {
     pub const INTERNAL_ERROR: u16 = 1011;
     /// 1013: try again later (the default for a full send queue).
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// 1014: bad gateway, a gateway or proxy got an invalid response from
+    /// upstream (registered with IANA after RFC 6455). A peer may send it:
+    /// the handler sees 1014 as its close code and the peer gets 1000 back.
+    pub const BAD_GATEWAY: u16 = 1014;
 }

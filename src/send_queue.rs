@@ -131,6 +131,29 @@ impl SendQueue {
         drop(items);
     }
 
+    /// Counts a frame the connection writes on its own (a pong, a ping, a
+    /// close frame) against the queue's bound until
+    /// [`release_own`](Self::release_own): what squall writes by itself
+    /// takes the same room as what handlers queue, so a peer that makes it
+    /// write (a ping flood) cannot grow the outgoing side past the bound.
+    pub fn hold_own(&self, frame_len: usize) {
+        self.capacity
+            .hold(1, u32::try_from(frame_len).unwrap_or(u32::MAX));
+    }
+
+    /// Gives back the room of `frames` own frames of `bytes` in all, once
+    /// they have reached the socket.
+    pub fn release_own(&self, frames: u32, bytes: u32) {
+        self.capacity.release(frames, bytes);
+    }
+
+    /// Whether the outgoing side is at its bound (queued messages and own
+    /// frames not yet written): the connection then stops reading, so the
+    /// peer feels TCP backpressure instead of growing the server's buffers.
+    pub fn is_full(&self) -> bool {
+        self.capacity.is_full()
+    }
+
     /// Whether the queue refuses writes (the connection is closing).
     pub fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)

@@ -183,6 +183,11 @@ async fn handshake_rows_through_the_service() {
             Some("Cross origin websockets not allowed"),
         ),
         (Upgrade::new(addr, "/nowhere"), 404, None),
+        (
+            Upgrade::new(addr, "/socket/").without("Host"),
+            400,
+            Some("Missing Host header"),
+        ),
     ];
     for (upgrade, status, body) in cases {
         let (response, _raw) = upgrade.send(addr).await;

@@ -137,6 +137,13 @@ impl Phase {
         }
     }
 
+    /// Whether tungstenite still answers the peer's pings (it stops once a
+    /// close frame has gone either way): in these phases each ping read adds
+    /// a pong to the outgoing side, so a full outgoing side stops reading.
+    pub fn answers_pings(&self) -> bool {
+        matches!(self, Phase::Open | Phase::Draining { .. })
+    }
+
     /// Whether queued messages are still moved to the socket.
     pub fn feeds_queue(&self) -> bool {
         matches!(self, Phase::Open | Phase::Draining { .. })
@@ -205,6 +212,7 @@ mod tests {
         assert!(phase.begin_close(1000, reason(), T));
         assert!(matches!(phase, Phase::Draining { code: 1000, .. }));
         assert!(phase.feeds_queue() && phase.reads(false) && phase.flushes(false));
+        assert!(phase.answers_pings(), "draining still answers pings");
         assert!(!phase.delivers());
         // A second close request changes nothing: the first wins.
         assert!(!phase.begin_close(1001, reason(), T));
@@ -212,6 +220,16 @@ mod tests {
         assert!(matches!(phase, Phase::Closing { .. }));
         assert!(!phase.feeds_queue());
         assert_eq!(phase.close_frame_queued(T), None);
+    }
+
+    #[tokio::test]
+    async fn pings_are_answered_until_a_close_frame_goes_either_way() {
+        assert!(Phase::Open.answers_pings());
+        let closing = Phase::Closing {
+            deadline: deadline(T),
+        };
+        assert!(!closing.answers_pings());
+        assert!(!Phase::Closed.answers_pings());
     }
 
     #[tokio::test]

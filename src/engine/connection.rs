@@ -14,11 +14,13 @@ use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::Role;
 
 use super::close::{close_for, Phase};
+use super::close_codes::CloseCodes;
 use super::env::Env;
 use super::inbox::{Event, Inbox};
 use super::keepalive::{Due, KeepAlive};
 use super::linger;
 use super::outgoing;
+use super::own_frames::{control_frame_len, OwnFrames, MAX_CONTROL_FRAME};
 use super::shutdown::Shutdown;
 use crate::message::{close_code, Message, Utf8Bytes};
 use crate::send_queue::SendQueue;
@@ -36,6 +38,9 @@ pub(crate) async fn establish(
     env: &Env,
 ) -> (WebSocket, Connection) {
     let settings = &env.settings;
+    let mut stream = CloseCodes::new(stream);
+    let mut read_ahead = read_ahead;
+    stream.scan(&mut read_ahead);
     let ws = WebSocketStream::from_partially_read(
         stream,
         read_ahead,
@@ -54,6 +59,7 @@ pub(crate) async fn establish(
         inbox: Inbox::new(settings.max_message_size),
         phase: Phase::Open,
         unflushed: false,
+        own: OwnFrames::default(),
         keepalive: KeepAlive::from_settings(settings),
         shutdown: Shutdown::new(env.shutdown.clone()),
         close_timeout: settings.close_timeout,
@@ -65,11 +71,14 @@ pub(crate) async fn establish(
 
 /// The engine side of a connection: the socket and everything that moves it.
 pub(crate) struct Connection {
-    ws: WebSocketStream<Stream>,
+    ws: WebSocketStream<CloseCodes<Stream>>,
     queue: Arc<SendQueue>,
     pub(super) inbox: Inbox,
     phase: Phase,
     unflushed: bool,
+    /// Pongs, pings and close frames written since the last flush; they
+    /// hold room in the queue's bound until it completes.
+    own: OwnFrames,
     keepalive: Option<KeepAlive>,
     shutdown: Shutdown,
     close_timeout: Duration,
@@ -83,6 +92,7 @@ impl Connection {
     pub(super) async fn finish(&mut self) {
         self.queue.close();
         self.queue.discard();
+        self.own.flushed(&self.queue);
         let shutdown = tokio::io::AsyncWriteExt::shutdown(self.ws.get_mut());
         let _ = tokio::time::timeout(self.close_timeout, shutdown).await;
     }
@@ -95,7 +105,7 @@ impl Connection {
 
     /// Sends a close frame at once because the peer broke the protocol.
     fn fail(&mut self, code: u16, reason: &'static str, cx: &mut Context<'_>) {
-        self.unflushed |= outgoing::fail(
+        let queued = outgoing::fail(
             &mut self.ws,
             &self.queue,
             &mut self.phase,
@@ -103,6 +113,11 @@ impl Connection {
             code,
             reason,
         );
+        if queued {
+            self.own
+                .written(&self.queue, control_frame_len(2 + reason.len()));
+        }
+        self.unflushed |= queued;
         cx.waker().wake_by_ref();
     }
 
@@ -136,7 +151,12 @@ impl Connection {
             return self.closed();
         }
 
-        if self.phase.reads(read) {
+        // A full outgoing side (queued messages, or pongs and other frames
+        // of our own not yet flushed) stops reading while each ping read
+        // would add a pong: the peer meets TCP backpressure rather than
+        // growing our buffers.
+        let outgoing_full = self.queue.is_full();
+        if self.phase.reads(read) && !(outgoing_full && self.phase.answers_pings()) {
             match Pin::new(&mut self.ws).poll_next(cx) {
                 Poll::Ready(Some(Ok(message))) => {
                     if let Some(event) = self.on_frame(message) {
@@ -161,7 +181,12 @@ impl Connection {
             match Pin::new(&mut self.ws).poll_flush(cx) {
                 Poll::Ready(Ok(())) => {
                     self.unflushed = false;
+                    self.own.flushed(&self.queue);
                     self.phase.flushed();
+                    if outgoing_full && !self.queue.is_full() {
+                        // Reading was held back for room that is free now.
+                        cx.waker().wake_by_ref();
+                    }
                 }
                 Poll::Ready(Err(_)) => return self.closed(),
                 Poll::Pending => {}
@@ -169,7 +194,7 @@ impl Connection {
         }
 
         if let Phase::Lingering { shut_down, .. } = &mut self.phase {
-            if linger::poll_linger(self.ws.get_mut(), cx, shut_down).is_ready() {
+            if linger::poll_linger(self.ws.get_mut().get_mut(), cx, shut_down).is_ready() {
                 return self.closed();
             }
         }
@@ -204,6 +229,7 @@ impl Connection {
                     .start_send(tungstenite::Message::Ping(Bytes::new()))
                     .is_ok()
                 {
+                    self.own.written(&self.queue, control_frame_len(0));
                     self.unflushed = true;
                 }
             }
@@ -220,6 +246,7 @@ impl Connection {
     /// Moves queued messages into tungstenite's write buffer. In the draining
     /// phase, sends the close frame once the queue is empty.
     fn poll_feed(&mut self, cx: &mut Context<'_>) -> Result<(), ()> {
+        let draining = !self.phase.is_open();
         self.unflushed |= outgoing::poll_feed(
             &mut self.ws,
             &self.queue,
@@ -227,6 +254,11 @@ impl Connection {
             self.close_timeout,
             cx,
         )?;
+        if draining && !self.phase.feeds_queue() {
+            // Our close frame went out after the queue; its reason is not
+            // kept, so it counts as the largest control frame.
+            self.own.written(&self.queue, MAX_CONTROL_FRAME);
+        }
         Ok(())
     }
 
@@ -237,7 +269,9 @@ impl Connection {
             tungstenite::Message::Text(text) => Event::Message(Message::Text(text.into())),
             tungstenite::Message::Binary(data) => Event::Message(Message::Binary(data)),
             tungstenite::Message::Ping(data) => {
-                // tungstenite has queued the pong; make sure it is flushed.
+                // tungstenite has queued the pong; make sure it is flushed,
+                // and count it against the outgoing bound until it is.
+                self.own.written(&self.queue, control_frame_len(data.len()));
                 self.unflushed = true;
                 Event::Ping(data)
             }
@@ -248,8 +282,16 @@ impl Connection {
                 Event::Pong(data)
             }
             tungstenite::Message::Close(frame) => {
+                // tungstenite queues the echo of the close frame.
+                let echo = frame.as_ref().map_or(0, |f| 2 + f.reason.len());
+                self.own.written(&self.queue, control_frame_len(echo));
+                // A 1014 reached tungstenite as 1000 (`close_codes.rs`).
+                let bad_gateway = self.ws.get_ref().saw_bad_gateway();
                 self.peer_close = Some(PeerClose {
-                    code: frame.as_ref().map(|f| u16::from(f.code)),
+                    code: frame.as_ref().map(|f| match u16::from(f.code) {
+                        close_code::NORMAL if bad_gateway => close_code::BAD_GATEWAY,
+                        code => code,
+                    }),
                     reason: frame
                         .as_ref()
                         .map(|f| f.reason.as_str().to_owned())

@@ -17,14 +17,18 @@
 //! ready, so a burst of pipelined requests is answered with one write call.
 //!
 //! The other files: `env.rs` (what the engine needs from its application),
-//! `close.rs` (the close state machine), `keepalive.rs`,
+//! `close.rs` (the close state machine), `close_codes.rs` (close code 1014,
+//! which tungstenite would refuse, let through), `keepalive.rs`,
 //! `shutdown.rs` (the server's shutdown as one connection watches it),
 //! `linger.rs` (the lingering close after a protocol error), `inbox.rs`
 //! (events read ahead while a handler method runs), `outgoing.rs` (the send
 //! queue and close frames into tungstenite's write buffer, shared with the
-//! client).
+//! client), `own_frames.rs` (pongs and other frames the engine writes by
+//! itself, counted against the send queue's bound so that a ping flood meets
+//! backpressure).
 
 pub(crate) mod close;
+mod close_codes;
 mod connection;
 mod driver;
 mod env;
@@ -32,6 +36,7 @@ mod inbox;
 mod keepalive;
 pub(crate) mod linger;
 pub(crate) mod outgoing;
+mod own_frames;
 mod shutdown;
 
 use std::future::Future;

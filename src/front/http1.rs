@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::access_log::log_access;
+use super::head_rules::check_head;
 use crate::engine::BoxFuture;
 use crate::handshake::{switching_protocols, Handshake, Via};
 use crate::request::RemoteAddr;
@@ -46,7 +47,12 @@ pub(crate) async fn serve_connection(
     app: Runtime,
 ) -> Option<BoxFuture<()>> {
     let settings = app.settings();
+    let timeout = settings.write_timeout;
     let mut buf = BytesMut::with_capacity(2048);
+    // One request at a time: the next head is not read (nor a pipelined one
+    // parsed) before the response to this one is written out in full, so a
+    // client that stops reading stops the server reading too, and its
+    // connection ends when the write timeout passes.
     loop {
         let head = tokio::select! {
             head = read_head(&mut stream, &mut buf, settings.max_head_size, settings.head_timeout) => head,
@@ -62,17 +68,38 @@ pub(crate) async fn serve_connection(
                     _ => StatusCode::BAD_REQUEST,
                 };
                 let response = text_response(status, status.canonical_reason().unwrap_or(""));
-                let _ = write_response(&mut stream, response, false, false).await;
+                let _ = write_response(&mut stream, response, false, false, timeout).await;
                 tracing::info!(target: "squall::access", "{} - - ({}) bad request head", status.as_u16(), remote.ip());
                 return None;
             }
         };
         request.extensions_mut().insert(RemoteAddr(remote));
+        if let Err(rule) = check_head(&request) {
+            respond(
+                &mut stream,
+                &request,
+                rule.response(),
+                false,
+                started,
+                timeout,
+            )
+            .await;
+            return None;
+        }
         let keep_alive = wants_keep_alive(&request);
 
         let Some((route, params)) = app.router().at(request.uri().path()) else {
             let response = text_response(StatusCode::NOT_FOUND, "Not Found");
-            if !respond(&mut stream, &request, response, keep_alive, started).await {
+            if !respond(
+                &mut stream,
+                &request,
+                response,
+                keep_alive,
+                started,
+                timeout,
+            )
+            .await
+            {
                 return None;
             }
             continue;
@@ -85,15 +112,16 @@ pub(crate) async fn serve_connection(
                 let accepted = match outcome {
                     Ok(accepted) => accepted,
                     Err(response) => {
-                        let status = response.status();
-                        let head_only = request.method() == Method::HEAD;
-                        let _ = write_response(&mut stream, response, head_only, false).await;
-                        log_access(status, &request, started);
+                        respond(&mut stream, &request, response, false, started, timeout).await;
                         return None;
                     }
                 };
                 let head = switching_protocols(&accepted.negotiated);
-                if stream.write_all(&head).await.is_err() {
+                if write_within(timeout, stream.write_all(&head))
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!(%remote, "101 not written within the write timeout: dropped");
                     return None;
                 }
                 log_access(StatusCode::SWITCHING_PROTOCOLS, &request, started);
@@ -116,7 +144,16 @@ pub(crate) async fn serve_connection(
                         .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
                     response
                 };
-                if !respond(&mut stream, &request, response, keep_alive, started).await {
+                if !respond(
+                    &mut stream,
+                    &request,
+                    response,
+                    keep_alive,
+                    started,
+                    timeout,
+                )
+                .await
+                {
                     return None;
                 }
             }
@@ -124,18 +161,23 @@ pub(crate) async fn serve_connection(
     }
 }
 
-/// Writes a page response and logs it; `false` when the connection is done.
+/// Writes a response and logs it; `false` when the connection is done (not
+/// kept alive, or the write failed or timed out).
 async fn respond(
     stream: &mut Stream,
     request: &Request<()>,
     response: Response<Bytes>,
     keep_alive: bool,
     started: Instant,
+    timeout: Duration,
 ) -> bool {
     let status = response.status();
     let head_only = request.method() == Method::HEAD;
-    let written = write_response(stream, response, head_only, keep_alive).await;
+    let written = write_response(stream, response, head_only, keep_alive, timeout).await;
     log_access(status, request, started);
+    if let Err(error) = &written {
+        tracing::debug!(%error, "response not written: connection dropped");
+    }
     written.is_ok() && keep_alive
 }
 
@@ -240,20 +282,37 @@ pub(crate) fn parse_head(
     Ok(Some(request))
 }
 
-/// Writes a response with `Content-Length` (and the body unless `head_only`).
+/// Writes a response with `Content-Length` (and the body unless
+/// `head_only`), all of it within `timeout`: a peer that stops reading gets
+/// `TimedOut` and its connection is dropped.
 pub(crate) async fn write_response(
     stream: &mut Stream,
     response: Response<Bytes>,
     head_only: bool,
     keep_alive: bool,
+    timeout: Duration,
 ) -> std::io::Result<()> {
     let out = encode_response(response, head_only, keep_alive);
-    stream.write_all(&out).await?;
-    stream.flush().await?;
-    if !keep_alive {
-        let _ = stream.shutdown().await;
-    }
-    Ok(())
+    write_within(timeout, async {
+        stream.write_all(&out).await?;
+        stream.flush().await?;
+        if !keep_alive {
+            let _ = stream.shutdown().await;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Runs a write, failing with `TimedOut` if it has not finished within
+/// `timeout`.
+async fn write_within(
+    timeout: Duration,
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+) -> std::io::Result<()> {
+    tokio::time::timeout(timeout, write)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 /// The bytes of a response with `Content-Length` (and the body unless
@@ -270,8 +329,17 @@ pub(crate) fn encode_response(
     out.push(b' ');
     out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    let mut connection: Vec<&[u8]> = Vec::new();
     for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH || name == header::CONNECTION {
+        if name == header::CONNECTION {
+            // squall decides keep-alive itself; on a closing response the
+            // response's own tokens (`Upgrade` on a 426) go before `close`.
+            if !keep_alive {
+                connection.push(value.as_bytes());
+            }
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -281,7 +349,12 @@ pub(crate) fn encode_response(
     }
     out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
     if !keep_alive {
-        out.extend_from_slice(b"Connection: close\r\n");
+        connection.push(b"close");
+    }
+    if !connection.is_empty() {
+        out.extend_from_slice(b"Connection: ");
+        out.extend_from_slice(&connection.join(&b", "[..]));
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
     if !head_only {

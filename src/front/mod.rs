@@ -7,10 +7,15 @@
 //!   handing WebSocket routes to the handshake);
 //! - `service.rs` (feature `hyper`): a tower `Service` for axum and hyper,
 //!   HTTP/1.1 upgrades and HTTP/2 extended CONNECT;
+//! - `listener.rs`: binding the listening socket with the `listen_backlog`;
+//! - `head_rules.rs`: the rules every request head must meet before it is
+//!   routed (RFC 9112 `Host`);
 //! - `access_log.rs`: the access line every front writes.
 
 pub(crate) mod access_log;
+pub(crate) mod head_rules;
 pub(crate) mod http1;
+pub(crate) mod listener;
 pub(crate) mod server;
 #[cfg(feature = "hyper")]
 pub(crate) mod service;

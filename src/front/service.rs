@@ -20,6 +20,7 @@ use http_body_util::Full;
 use tokio::time::Instant;
 
 use super::access_log::log_access;
+use super::head_rules::check_head;
 use super::server::Server;
 use crate::engine::BoxFuture;
 use crate::handshake::{Handshake, Negotiated, Via};
@@ -143,6 +144,11 @@ async fn respond(
     app.start();
     if let Some(remote) = client_address(&request) {
         request.extensions_mut().insert(RemoteAddr(remote));
+    }
+    if let Err(rule) = check_head(&request) {
+        let response = rule.response();
+        log_access(response.status(), &request, started);
+        return into_full(response, &request);
     }
     let Some((route, params)) = app.router().at(request.uri().path()) else {
         let response = text_response(StatusCode::NOT_FOUND, "Not Found");

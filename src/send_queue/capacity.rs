@@ -33,12 +33,14 @@ const BYTES: u64 = MESSAGE - 1;
 
 impl Capacity {
     /// Room for `max_messages` messages and `max_bytes` bytes (each at most
-    /// `u32::MAX`).
+    /// `u32::MAX / 2`, so that room [`hold`](Self::hold) takes past the
+    /// bound never carries from the byte half into the message half).
     pub fn new(max_messages: usize, max_bytes: usize) -> Self {
+        const LIMIT: usize = (u32::MAX / 2) as usize;
         Capacity {
             used: AtomicU64::new(0),
-            max_messages: max_messages.clamp(1, u32::MAX as usize) as u64,
-            max_bytes: max_bytes.clamp(1, u32::MAX as usize) as u64,
+            max_messages: max_messages.clamp(1, LIMIT) as u64,
+            max_bytes: max_bytes.clamp(1, LIMIT) as u64,
             closed: AtomicBool::new(false),
             waiters: AtomicUsize::new(0),
             freed: Notify::new(),
@@ -124,6 +126,29 @@ impl Capacity {
         self.used.load(SeqCst) == 0
     }
 
+    /// Takes room without asking: for frames the connection writes on its
+    /// own (pongs, pings, close frames), which cannot wait. Usage may pass
+    /// the bound by these; [`is_full`](Self::is_full) then says so.
+    pub fn hold(&self, messages: u32, bytes: u32) {
+        self.used
+            .fetch_add(u64::from(messages) * MESSAGE + u64::from(bytes), SeqCst);
+    }
+
+    /// Gives back what [`hold`](Self::hold) took, and wakes waiting writers.
+    pub fn release(&self, messages: u32, bytes: u32) {
+        self.used
+            .fetch_sub(u64::from(messages) * MESSAGE + u64::from(bytes), SeqCst);
+        if self.waiters.load(SeqCst) > 0 {
+            self.freed.notify_waiters();
+        }
+    }
+
+    /// Whether the bound is reached, in messages or in bytes.
+    pub fn is_full(&self) -> bool {
+        let used = self.used.load(SeqCst);
+        used >> 32 >= self.max_messages || used & BYTES >= self.max_bytes
+    }
+
     /// Refuses all further takes and wakes every waiting writer.
     pub fn close(&self) {
         self.closed.store(true, SeqCst);
@@ -164,6 +189,22 @@ mod tests {
         assert!(capacity.is_unused());
         assert_eq!(capacity.try_take(capacity.charge(1_000)), Ok(()));
         assert_eq!(capacity.try_take(1), Err(NoRoom::Full));
+    }
+
+    #[test]
+    fn held_room_counts_against_the_bound_until_released() {
+        let capacity = Capacity::new(4, 100);
+        capacity.hold(1, 90);
+        assert!(!capacity.is_full());
+        assert_eq!(capacity.try_take(20), Err(NoRoom::Full));
+        capacity.hold(1, 20);
+        assert!(capacity.is_full(), "held past the bound");
+        capacity.release(2, 110);
+        assert!(capacity.is_unused());
+        capacity.hold(4, 0);
+        assert!(capacity.is_full(), "full by message count");
+        capacity.release(4, 0);
+        assert_eq!(capacity.try_take(100), Ok(()));
     }
 
     #[tokio::test]
