@@ -238,6 +238,18 @@ impl Delivery {
         history.deliver(&groups, group, offset, message, exclude)
     }
 
+    /// For a group with history: its rule and the offset of the last of its
+    /// messages delivered here (`None` if none yet). A broker whose
+    /// subscription was down reads the history after that offset and hands
+    /// it to [`deliver_history`](Self::deliver_history), so live members see
+    /// no gap (what they were already sent is skipped). `None` for a group
+    /// without history.
+    pub fn history_position(&self, group: &str) -> Option<(History, Option<Offset>)> {
+        let history = self.history.upgrade()?;
+        let rule = history.rule(group)?.clone();
+        Some((rule, history.last_delivered(group)))
+    }
+
     /// Resolves when the application's server has stopped: the broker's
     /// tasks should end then.
     pub async fn closed(&self) {

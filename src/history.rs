@@ -204,8 +204,8 @@ struct CatchUp {
 struct State {
     /// Histories kept here (no broker, or a broker without history).
     logs: HashMap<Arc<str>, Log>,
-    /// The epoch of the last message delivered per group.
-    epochs: HashMap<Arc<str>, String>,
+    /// The offset of the last message delivered per group.
+    last: HashMap<Arc<str>, Offset>,
     catching_up: HashMap<Arc<str>, Vec<CatchUp>>,
 }
 
@@ -277,6 +277,11 @@ impl HistoryHub {
         exclude: Option<MemberId>,
     ) -> usize {
         deliver_locked(&mut self.lock(), groups, group, offset, message, exclude)
+    }
+
+    /// The offset of the last message of `group` delivered here.
+    pub fn last_delivered(&self, group: &str) -> Option<Offset> {
+        self.lock().last.get(group).cloned()
     }
 
     /// Reads what this process keeps of `group`'s history.
@@ -372,12 +377,16 @@ fn deliver_locked(
     message: &Message,
     exclude: Option<MemberId>,
 ) -> usize {
-    if state.epochs.get(group) != Some(&offset.epoch) {
-        if state.epochs.contains_key(group) {
+    match state.last.get_mut(group) {
+        Some(last) if last.epoch == offset.epoch => last.seq = last.seq.max(offset.seq),
+        Some(last) => {
             // The count restarted: what members were sent says nothing now.
             groups.reset_floors(group);
+            *last = offset.clone();
         }
-        state.epochs.insert(Arc::from(group), offset.epoch.clone());
+        None => {
+            state.last.insert(Arc::from(group), offset.clone());
+        }
     }
     let wire = envelope(group, Some(offset), message).into_tungstenite();
     if let Some(waiting) = state.catching_up.get_mut(group) {

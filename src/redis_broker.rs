@@ -373,7 +373,10 @@ impl Broker for RedisBroker {
 
     fn publish_history(&self, group: &str, message: &Message, history: &History, tag: u64) -> bool {
         let inner = &self.inner;
-        if inner.health.any_down() {
+        // Only the publisher matters: while the subscriber reconnects, the
+        // message is recorded, and reaches local members when the
+        // subscription is back (the gap is filled from the history).
+        if inner.health.is_down(PUBLISHER) {
             return false;
         }
         let (kind, bytes): (u8, &[u8]) = match message {
@@ -530,6 +533,41 @@ impl Inner {
         }
     }
 
+    /// For each subscribed group with history whose messages were delivered
+    /// here before: reads the history after the last one delivered and
+    /// delivers the rest in order (members skip what they already have).
+    /// Same epoch only: a Redis that lost the history cannot fill the gap.
+    async fn fill_gaps(&self, groups: &HashSet<String>, delivery: &Delivery) {
+        for group in groups {
+            let Some((history, Some(last))) = delivery.history_position(group) else {
+                continue;
+            };
+            let read = async {
+                let mut conn = self
+                    .connection()
+                    .await
+                    .map_err(|e| HistoryUnavailable(e.to_string()))?;
+                redis_history::read(&mut conn, group, Some(&last), &history, decode_body).await
+            };
+            match tokio::time::timeout(IO_TIMEOUT, read).await {
+                Ok(Ok(read)) if read.epoch.as_deref() == Some(last.epoch.as_str()) => {
+                    for (seq, message) in read.entries {
+                        let offset = Offset {
+                            epoch: last.epoch.clone(),
+                            seq,
+                        };
+                        delivery.deliver_history(group, &offset, &message, 0);
+                    }
+                }
+                Ok(Ok(_)) => tracing::info!(group, "history restarted: a gap for live members"),
+                _ => {
+                    self.forget_connection();
+                    tracing::warn!(group, "could not read the history to fill a gap");
+                }
+            }
+        }
+    }
+
     /// Drops the request connection after a failure: the next request makes
     /// a new one.
     fn forget_connection(&self) {
@@ -651,6 +689,9 @@ async fn subscribe_loop(inner: Arc<Inner>, delivery: Delivery) {
             }
             if first {
                 first = false;
+                // What live members of history groups missed while the
+                // subscription was down, before anything newer.
+                inner.fill_gaps(&subscribed, &delivery).await;
                 inner.health.up(SUBSCRIBER);
                 inner.subscribed.send_replace(true);
                 backoff.reset();
@@ -931,13 +972,9 @@ impl Health {
         }
     }
 
-    /// Whether a connection is down (or was, at its last attempt).
-    fn any_down(&self) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|d| *d)
+    /// Whether `link` is down (or was, at its last attempt).
+    fn is_down(&self, link: usize) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())[link]
     }
 
     fn up(&self, link: usize) {

@@ -59,6 +59,7 @@ pub(super) async fn subscribe_loop(
             }
             if first {
                 first = false;
+                inner.fill_gaps(&subscribed, &delivery).await;
                 inner.health.up(SUBSCRIBER);
                 inner.subscribed.send_replace(true);
                 backoff.reset();

@@ -255,3 +255,53 @@ async fn a_process_killed_mid_broadcast_leaves_the_others_consistent() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_dropped_subscription_leaves_live_history_members_no_gap() {
+    let redis = Redis::start().await;
+    let a = TestServer::start(app(&redis.url())).await;
+    let b = TestServer::start(app(&redis.url())).await;
+    let (mut on_a, _) = member(&a, None).await;
+    let (mut on_b, _) = member(&b, None).await;
+    until_delivered(&b, "h-lobby", &mut on_a, WAIT).await;
+    until_delivered(&a, "h-lobby", &mut on_b, WAIT).await;
+    // Each publisher is first in, first out: once B's last probe is seen,
+    // every probe has its offset and what follows is the stream alone.
+    b.handle().broadcast("h-lobby", "probes done");
+    let first = loop {
+        let envelope: Value = serde_json::from_str(&next(&mut on_a).await).expect("JSON");
+        if envelope["data"] == "probes done" {
+            break envelope["offset"].as_str().expect("offset").to_owned();
+        }
+    };
+    let seq = |o: &str| -> u64 { o.rsplit_once(':').unwrap().1.parse().unwrap() };
+
+    // B publishes without pause while the subscription connections are
+    // killed three times: A's member still gets every offset, once, in order.
+    const TOTAL: u64 = 3000;
+    let sending = tokio::spawn({
+        let handle = b.handle().clone();
+        async move {
+            for i in 0..TOTAL {
+                handle.broadcast("h-lobby", format!("s{i}"));
+                if i % 16 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    });
+    let mut expected = seq(&first) + 1;
+    let mut kills = 0;
+    while expected <= seq(&first) + TOTAL {
+        let envelope: Value = serde_json::from_str(&next(&mut on_a).await).expect("JSON");
+        let offset = envelope["offset"].as_str().expect("recorded");
+        assert_eq!(seq(offset), expected, "in order, none missed, none twice");
+        expected += 1;
+        if (expected - seq(&first)) % 700 == 0 && kills < 3 {
+            redis_command(&redis, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+            kills += 1;
+        }
+    }
+    assert_eq!(kills, 3);
+    sending.await.expect("sender");
+}
