@@ -428,3 +428,39 @@ pub(crate) fn new_epoch() -> String {
     }
     format!("{:016x}", hasher.finish())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_keeps_the_last_n_and_none_older_than_the_age() {
+        let history = History::last(3).max_age(Duration::from_secs(5));
+        let old = Instant::now()
+            .checked_sub(Duration::from_secs(10))
+            .expect("a clock ten seconds old");
+        let mut log = Log {
+            epoch: new_epoch(),
+            latest: 5,
+            entries: VecDeque::new(),
+        };
+        log.entries.push_back((1, old, Message::text("too old")));
+        for seq in 2..=5 {
+            log.entries
+                .push_back((seq, Instant::now(), Message::text(seq.to_string())));
+        }
+        log.trim(&history);
+        let kept: Vec<u64> = log.entries.iter().map(|(seq, _, _)| *seq).collect();
+        assert_eq!(kept, [3, 4, 5]);
+    }
+
+    #[test]
+    fn offsets_parse_and_print_alike() {
+        let offset = Offset::parse("0a1b:42").expect("an offset");
+        assert_eq!((offset.epoch.as_str(), offset.seq), ("0a1b", 42));
+        assert_eq!(offset.to_string(), "0a1b:42");
+        for bad in ["", "42", ":42", "e:x", "e:-1"] {
+            assert_eq!(Offset::parse(bad), None, "{bad}");
+        }
+    }
+}

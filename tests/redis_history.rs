@@ -219,3 +219,30 @@ async fn history_restarts_with_a_new_epoch_after_redis_restarts_empty() {
     let (_client, status) = join(&a, Some(&before)).await;
     assert_eq!(status["recovered"], false, "{status}");
 }
+
+#[tokio::test]
+async fn messages_older_than_the_age_limit_are_not_recovered() {
+    let redis = Redis::start().await;
+    let history = History::last(100).max_age(Duration::from_millis(300));
+    let a = TestServer::start(app(&redis.url(), history)).await;
+    let (mut client, _) = join(&a, None).await;
+    until_delivered(&a, &mut client, WAIT).await;
+    a.handle().broadcast("room", "first");
+    let (first, _) = next_message(&mut client).await;
+    let first = first.expect("an offset");
+    a.handle().broadcast("room", "second");
+    assert_eq!(next_message(&mut client).await.1, "second");
+    drop(client);
+    // Within the age limit "second" is recoverable; once it has passed
+    // (Redis expires the history), the client is told it has a gap.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_client, status) = join(&a, Some(&first)).await;
+        if status["recovered"] == false {
+            assert_eq!(status["missed"], 0, "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never expired: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
