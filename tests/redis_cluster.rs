@@ -21,6 +21,10 @@ use squall::{
 
 use redis_support::{free_port, WAIT};
 
+/// The bound on a new cluster agreeing on its slots (gossip between the
+/// nodes; slower on a loaded machine).
+const FORMING: Duration = Duration::from_secs(60);
+
 /// Three cluster nodes (masters, no replicas), killed on drop.
 struct Cluster {
     ports: Vec<u16>,
@@ -32,7 +36,7 @@ impl Cluster {
     async fn start() -> Cluster {
         let dir = std::env::temp_dir().join(format!("squall-cluster-{}", free_port()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let ports: Vec<u16> = (0..3).map(|_| cluster_port()).collect();
         let mut children = Vec::new();
         for port in &ports {
             let child = Command::new("redis-server")
@@ -94,7 +98,7 @@ impl Cluster {
 
     /// Runs `command` on one node until `done` accepts its answer (bounded).
     async fn until(&self, port: u16, command: &str, done: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + FORMING;
         loop {
             if let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) {
                 if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
@@ -141,6 +145,19 @@ impl Cluster {
             assert!(classic.is_empty(), "classic subscriptions: {classic:?}");
         }
         all
+    }
+}
+
+/// A free port whose cluster bus port (the port + 10 000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        let Some(bus) = port.checked_add(10_000) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", bus)).is_ok() {
+            return port;
+        }
     }
 }
 
