@@ -1,6 +1,7 @@
 //! Tornado's chat demo in squall: a page with a message box and a shared
-//! log, one group per room (`/chat/{room}`), join and leave notices, JSON
-//! messages.
+//! log, one group per room (`/chat/{room}`), a member list (presence), and
+//! recovery of missed messages after a reload or a dropped network (each
+//! room keeps its last 200 messages: history).
 //!
 //! ```text
 //! cargo run --example chat                                  # in-process groups
@@ -10,24 +11,33 @@
 //!
 //! Then open <http://127.0.0.1:8888/>. With `--redis`, start several
 //! processes on different ports against the same Redis: people in the same
-//! room talk across processes.
+//! room talk across processes, see each other in the member list, and a
+//! page reconnecting to any process recovers what it missed.
 //!
-//! Messages from the server, all JSON text:
-//! `{"type":"welcome","name":…,"room":…}` (to the newcomer),
-//! `{"type":"join","name":…}`, `{"type":"leave","name":…}`,
-//! `{"type":"message","from":…,"body":…}`. The page sends
-//! `{"body":"…"}` (or plain text).
+//! The page connects to `/chat/{room}?name=…&since=OFFSET` through
+//! `squall-history.js` (served at `/squall-history.js`), which keeps the
+//! last offset it saw. Messages from the server, all JSON text:
+//! `{"type":"welcome","name":…,"room":…}` and
+//! `{"type":"members","members":[{"user","meta","connections"}…]}` (to the
+//! newcomer), `{"type":"presence","joins":[…],"leaves":[…]}` (diffs),
+//! squall's `squall.recovery` status, and the room's messages in squall's
+//! history envelope, whose `data` is `{"type":"message","from":…,"body":…}`.
+//! The page sends `{"body":"…"}` (or plain text).
 
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde_json::json;
 use squall::prelude::*;
+use squall::{History, Presence};
 
 /// The longest message body relayed, in characters.
 const MAX_BODY: usize = 2000;
 /// The longest display name, in characters.
 const MAX_NAME: usize = 32;
+/// How many messages each room keeps for clients that reconnect.
+const HISTORY: usize = 200;
 
 /// One chat participant.
 struct ChatSocket {
@@ -41,15 +51,57 @@ impl WebSocketHandler for ChatSocket {
         self.room = ws.path_param("room").unwrap_or("lobby").to_owned();
         self.name = match ws.query_argument("name") {
             Some(name) if !name.trim().is_empty() => name.trim().chars().take(MAX_NAME).collect(),
-            _ => format!("guest-{}", self.guests.fetch_add(1, Ordering::Relaxed) + 1),
+            // Random-looking, so guests of different processes differ.
+            _ => {
+                let n = self.guests.fetch_add(1, Ordering::Relaxed) as u64;
+                let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+                hasher.write_u64(n);
+                format!("guest-{:04x}", hasher.finish() & 0xffff)
+            }
         };
-        ws.join(&self.room);
+        let since = ws.query_argument("since").map(|since| since.into_owned());
+        // Sends what this page missed since its last offset (if any), then
+        // joins: live messages follow, none twice.
+        if ws
+            .join_with_history(&self.room, since.as_deref())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        ws.set_presence(
+            &self.room,
+            Presence::new(&self.name, json!({ "name": self.name })),
+        );
+        // Watch before listing, so no change after the listing is missed
+        // (one made between the two may be counted twice).
+        let mut watch = ws.watch_presence(&self.room);
         ws.write_json(&json!({"type": "welcome", "name": self.name, "room": self.room}))
             .await
             .ok();
-        if let Ok(notice) = Message::json(&json!({"type": "join", "name": self.name})) {
-            ws.broadcast_others(&self.room, notice);
+        match ws.members(&self.room).await {
+            Ok(members) => {
+                ws.write_json(&json!({"type": "members", "members": members}))
+                    .await
+                    .ok();
+            }
+            Err(error) => tracing::warn!(%error, "member list unavailable"),
         }
+        // Presence diffs to the page until the connection closes.
+        let sender = ws.sender();
+        tokio::spawn(async move {
+            loop {
+                let diff = match watch.next().await {
+                    Ok(diff) => diff,
+                    Err(squall::PresenceError::Lagged(_)) => continue,
+                    Err(_) => break,
+                };
+                let diff = json!({"type": "presence", "joins": diff.joins, "leaves": diff.leaves});
+                if sender.send(diff).is_err() {
+                    break;
+                }
+            }
+        });
         tracing::info!(room = %self.room, name = %self.name, "joined");
     }
 
@@ -78,11 +130,9 @@ impl WebSocketHandler for ChatSocket {
         }
     }
 
-    async fn on_close(&mut self, ws: &WebSocket) {
-        // The connection has already left its groups: everyone else hears it.
-        if let Ok(notice) = Message::json(&json!({"type": "leave", "name": self.name})) {
-            ws.broadcast(&self.room, notice);
-        }
+    async fn on_close(&mut self, _ws: &WebSocket) {
+        // The connection has already left its groups: the others see it in
+        // a presence diff.
         tracing::info!(room = %self.room, name = %self.name, "left");
     }
 }
@@ -127,6 +177,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Application::new()
         .page("/", page)
         .page("/room/{room}", page)
+        .get("/squall-history.js", |_request| async {
+            let mut response = squall::http::Response::new(include_str!("chat/squall-history.js"));
+            response.headers_mut().insert(
+                squall::http::header::CONTENT_TYPE,
+                squall::http::HeaderValue::from_static("text/javascript; charset=utf-8"),
+            );
+            response
+        })
+        .history("", History::last(HISTORY))
         .websocket("/chat/{room}", move || ChatSocket {
             guests: guests.clone(),
             name: String::new(),

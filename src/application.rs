@@ -13,6 +13,7 @@ use crate::engine::Env;
 use crate::front::listener;
 use crate::front::server::Server;
 use crate::handler::WebSocketHandler;
+use crate::history::History;
 use crate::hub::Hub;
 use crate::router::{Route, Router};
 use crate::runtime::{Handle, Runtime};
@@ -54,6 +55,7 @@ pub struct Application {
     hub: Arc<Hub>,
     shutdown: CancellationToken,
     broker: Option<Arc<dyn Broker>>,
+    history: Vec<(String, History)>,
 }
 
 impl Default for Application {
@@ -71,6 +73,7 @@ impl Application {
             hub: Arc::default(),
             shutdown: CancellationToken::new(),
             broker: None,
+            history: Vec::new(),
         }
     }
 
@@ -322,6 +325,20 @@ impl Application {
         self
     }
 
+    /// Keeps `history` for every group whose name starts with `prefix` (""
+    /// for all groups; the longest matching prefix wins), so that clients
+    /// can recover what they missed: see [`History`] and
+    /// [`WebSocket::join_with_history`](crate::WebSocket::join_with_history).
+    /// Messages to such groups reach their members in a JSON envelope with
+    /// their offset. With a broker that keeps history (the Redis broker
+    /// does), the history lives there and messages reach even local members
+    /// through it. Default: no group keeps history.
+    pub fn history(mut self, prefix: &str, history: History) -> Self {
+        self.history.retain(|(p, _)| p != prefix);
+        self.history.push((prefix.to_owned(), history));
+        self
+    }
+
     /// A handle to stop the application, or broadcast, from any task.
     pub fn handle(&self) -> Handle {
         Handle::new(self.hub.clone(), self.shutdown.clone())
@@ -329,11 +346,9 @@ impl Application {
 
     /// Freezes the builder into the value its fronts share.
     pub(crate) fn into_runtime(self) -> Runtime {
-        if let Some(broker) = self.broker {
-            // The hub is fresh per application and this runs once (it
-            // consumes the application), so no broker is set yet.
-            self.hub.set_broker(broker);
-        }
+        // The hub is fresh per application and this runs once (it consumes
+        // the application), so nothing is set yet.
+        self.hub.configure(self.history, self.broker);
         let env = Env {
             settings: Arc::new(self.settings),
             shutdown: self.shutdown,

@@ -7,25 +7,59 @@
 //! holds up the others. Connections leave all their groups when they close.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::message::Message;
 use crate::sender::{ConnectionId as MemberId, WebSocketSender};
 
+/// One member of a group.
+struct Entry {
+    sender: WebSocketSender,
+    /// In a group with history: the offset of the last message it was sent,
+    /// so that a message reaching it twice (read from history while it
+    /// caught up, then arriving live) is sent once.
+    floor: AtomicU64,
+}
+
 /// The in-process group registry of one application.
 #[derive(Default)]
 pub(crate) struct Groups {
-    groups: RwLock<HashMap<Arc<str>, HashMap<MemberId, WebSocketSender>>>,
+    groups: RwLock<HashMap<Arc<str>, HashMap<MemberId, Entry>>>,
 }
 
 impl Groups {
     pub fn join(&self, group: &str, sender: &WebSocketSender) -> bool {
+        self.join_at(group, sender, 0)
+    }
+
+    /// Joins having been sent everything up to offset `floor` already.
+    pub fn join_at(&self, group: &str, sender: &WebSocketSender, floor: u64) -> bool {
         let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
         let members = match groups.get_mut(group) {
             Some(members) => members,
             None => groups.entry(Arc::from(group)).or_default(),
         };
-        members.insert(sender.id(), sender.clone()).is_none()
+        let entry = Entry {
+            sender: sender.clone(),
+            floor: AtomicU64::new(floor),
+        };
+        members.insert(sender.id(), entry).is_none()
+    }
+
+    /// Forgets what every member was sent (the group's offsets restarted).
+    pub fn reset_floors(&self, group: &str) {
+        let groups = self.groups.read().unwrap_or_else(|e| e.into_inner());
+        for entry in groups.get(group).into_iter().flat_map(HashMap::values) {
+            entry.floor.store(0, Ordering::Relaxed);
+        }
+    }
+
+    pub fn contains(&self, group: &str, id: MemberId) -> bool {
+        let groups = self.groups.read().unwrap_or_else(|e| e.into_inner());
+        groups
+            .get(group)
+            .is_some_and(|members| members.contains_key(&id))
     }
 
     pub fn leave(&self, group: &str, sender: &WebSocketSender) -> bool {
@@ -56,7 +90,28 @@ impl Groups {
         members
             .iter()
             .filter(|(id, _)| Some(**id) != exclude)
-            .filter(|(_, sender)| sender.send_shared(wire.clone()).is_ok())
+            .filter(|(_, entry)| entry.sender.send_shared(wire.clone()).is_ok())
+            .count()
+    }
+
+    /// As [`deliver`](Self::deliver) for the message at `offset` of a group
+    /// with history: skips the members already sent it.
+    pub fn deliver_at(
+        &self,
+        group: &str,
+        offset: u64,
+        wire: tungstenite::Message,
+        exclude: Option<MemberId>,
+    ) -> usize {
+        let groups = self.groups.read().unwrap_or_else(|e| e.into_inner());
+        let Some(members) = groups.get(group) else {
+            return 0;
+        };
+        members
+            .iter()
+            .filter(|(id, _)| Some(**id) != exclude)
+            .filter(|(_, entry)| entry.floor.fetch_max(offset, Ordering::Relaxed) < offset)
+            .filter(|(_, entry)| entry.sender.send_shared(wire.clone()).is_ok())
             .count()
     }
 }

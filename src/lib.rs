@@ -75,11 +75,21 @@ pub mod fuzzing;
 mod group;
 mod handler;
 mod handshake;
+mod history;
 mod hub;
+mod interest;
 mod message;
 pub mod prelude;
+mod presence;
+mod recovery;
+#[cfg(feature = "redis")]
+mod redis_backend;
 #[cfg(feature = "redis")]
 mod redis_broker;
+#[cfg(feature = "redis")]
+mod redis_history;
+#[cfg(feature = "redis")]
+mod redis_presence;
 mod request;
 mod response;
 mod router;
@@ -102,7 +112,9 @@ pub use front::server::Server;
 pub use front::service::AppService;
 pub use handler::WebSocketHandler;
 pub use handshake::HandshakeError;
+pub use history::{History, HistoryRead, HistoryUnavailable, Offset, Recovery};
 pub use message::{close_code, Message, Utf8Bytes};
+pub use presence::{Member, Presence, PresenceDiff, PresenceError, PresenceUpdate, PresenceWatch};
 #[cfg(feature = "redis")]
 pub use redis_broker::{RedisBroker, RedisBrokerError};
 pub use request::{CurrentUser, PathParams, RemoteAddr, RequestExt, TrustedOrigins};

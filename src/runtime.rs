@@ -15,7 +15,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::engine::Env;
 use crate::hub::Hub;
+use crate::interest::InterestGuard;
 use crate::message::Message;
+use crate::presence::{Member, PresenceError, PresenceWatch};
 use crate::router::Router;
 use crate::settings::Settings;
 
@@ -192,6 +194,23 @@ impl Handle {
     /// How many local connections are in `group`.
     pub fn group_size(&self, group: &str) -> usize {
         self.hub.groups().len(group)
+    }
+
+    /// The members of `group`, each user once with their connection count,
+    /// sorted by user id: over every process with a broker that keeps
+    /// presence (the Redis broker does), this process's otherwise. See
+    /// [`Presence`](crate::Presence).
+    pub async fn members(&self, group: &str) -> Result<Vec<Member>, PresenceError> {
+        self.hub.members(group).await
+    }
+
+    /// Follows the presence changes of `group` (see
+    /// [`PresenceWatch`](crate::PresenceWatch)). While it lives, this process
+    /// wants the group's messages (a broker that subscribes per group stays
+    /// subscribed).
+    pub fn watch_presence(&self, group: &str) -> PresenceWatch {
+        let guard = InterestGuard::new(self.hub.interest(), group);
+        self.hub.presence().watch(group).wanting(guard)
     }
 
     /// Whether a shutdown has been asked for.

@@ -55,6 +55,15 @@ impl WebSocketSender {
         self.queue.try_enqueue(message)
     }
 
+    /// Queues a message already converted for the wire, waiting while the
+    /// send queue is full.
+    pub(crate) async fn write_shared(
+        &self,
+        message: tungstenite::Message,
+    ) -> Result<(), WriteError> {
+        self.queue.enqueue(message).await
+    }
+
     /// Queues a message, waiting while the send queue is full.
     pub async fn write_message(&self, message: impl Into<Message>) -> Result<(), WriteError> {
         self.queue.enqueue(message.into().into_tungstenite()).await

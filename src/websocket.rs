@@ -174,13 +174,77 @@ impl WebSocket {
             return false;
         }
         self.membership.add(group);
-        self.hub.groups().join(group, &self.sender)
+        let joined = self.hub.groups().join(group, &self.sender);
+        if joined {
+            self.hub.interest().add(group);
+        }
+        joined
+    }
+
+    /// Joins `group` as `presence` (a user id and JSON metadata): other
+    /// connections can then list this user among the group's
+    /// [members](crate::Handle::members) and watch them come and go. Returns
+    /// `false` (and changes nothing) if already a member.
+    pub fn join_with_presence(&self, group: &str, presence: crate::Presence) -> bool {
+        self.join(group) && self.set_presence(group, presence)
+    }
+
+    /// Gives this connection `presence` in `group`, which it has already
+    /// joined (e.g. with [`join_with_history`](Self::join_with_history)).
+    /// Returns `false` if it is not a member, or already has a presence
+    /// there.
+    pub fn set_presence(&self, group: &str, presence: crate::Presence) -> bool {
+        if !self.hub.groups().contains(group, self.sender.id()) {
+            return false;
+        }
+        self.hub.presence().track(group, self.sender.id(), presence)
+    }
+
+    /// Joins `group`, first sending this client what it missed since
+    /// `since`, the last offset it saw (`None` for a fresh join): a
+    /// `squall.recovery` message, then the missed messages in order, then
+    /// the live ones, none twice. See [`History`](crate::History) for the
+    /// protocol and [`Application::history`](crate::Application::history)
+    /// to turn history on. With a broker, waits (at most 5 s) until this
+    /// process is subscribed to the group before reading the history, so
+    /// nothing falls between the two. In a group without history this is
+    /// [`join`](Self::join). Fails if the connection closed meanwhile.
+    pub async fn join_with_history(
+        &self,
+        group: &str,
+        since: Option<&str>,
+    ) -> Result<crate::Recovery, WriteError> {
+        if self.sender.is_closed() {
+            return Err(WriteError::Closed);
+        }
+        let parts = self.hub.recovery_parts();
+        let recovery =
+            crate::recovery::join_with_history(parts, &self.sender, group, since).await?;
+        self.membership.add(group);
+        Ok(recovery)
+    }
+
+    /// The members of `group`; see [`Handle::members`](crate::Handle::members).
+    pub async fn members(&self, group: &str) -> Result<Vec<crate::Member>, crate::PresenceError> {
+        self.hub.members(group).await
+    }
+
+    /// Follows the presence changes of `group`; see
+    /// [`PresenceWatch`](crate::PresenceWatch).
+    pub fn watch_presence(&self, group: &str) -> crate::PresenceWatch {
+        let guard = crate::interest::InterestGuard::new(self.hub.interest(), group);
+        self.hub.presence().watch(group).wanting(guard)
     }
 
     /// Leaves `group`; returns `false` if not a member.
     pub fn leave(&self, group: &str) -> bool {
         self.membership.remove(group);
-        self.hub.groups().leave(group, &self.sender)
+        self.hub.presence().untrack(group, self.sender.id());
+        let left = self.hub.groups().leave(group, &self.sender);
+        if left {
+            self.hub.interest().remove(group);
+        }
+        left
     }
 
     /// Sends `message` to every member of `group`, this connection included
@@ -200,7 +264,10 @@ impl WebSocket {
     /// Leaves every group (when the connection closes).
     pub(crate) fn leave_all(&self) {
         for group in self.membership.take() {
-            self.hub.groups().leave(&group, &self.sender);
+            self.hub.presence().untrack(&group, self.sender.id());
+            if self.hub.groups().leave(&group, &self.sender) {
+                self.hub.interest().remove(&group);
+            }
         }
     }
 }

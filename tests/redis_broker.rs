@@ -4,88 +4,19 @@
 
 #![cfg(feature = "redis")]
 
-use std::process::{Child, Command, Stdio};
+mod redis_support;
+
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use squall::{Application, Handle, Message, RedisBroker, WebSocket, WebSocketHandler};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-const WAIT: Duration = Duration::from_secs(10);
+use redis_support::{Redis, WAIT};
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// A `redis-server` child process, killed on drop.
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        // redis-server cannot pick a port itself: take a free one from the
-        // system and release it for the server.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("free port")
-            .port();
-        let mut redis = Redis { port, child: None };
-        redis.restart().await;
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    async fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server on the PATH (apt-get install redis-server)");
-        self.child = Some(child);
-        // Bounded poll until it answers PING.
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if self.ping().await {
-                return;
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn ping(&self) -> bool {
-        let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", self.port)).await else {
-            return false;
-        };
-        let mut reply = [0u8; 7];
-        tcp.write_all(b"PING\r\n").await.is_ok()
-            && tokio::time::timeout(WAIT, tcp.read_exact(&mut reply))
-                .await
-                .is_ok_and(|read| read.is_ok())
-            && &reply == b"+PONG\r\n"
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Joins the room in the path, says `joined`, broadcasts what it receives.
 struct Room;
