@@ -63,6 +63,24 @@ impl Log {
     }
 }
 
+/// The log of this test binary, captured by the process's global
+/// subscriber. A thread-local one (`set_default`) races the other tests'
+/// threads over each callsite's cached interest, and then misses events.
+/// Every test calls this first, so the subscriber is in place before any
+/// callsite registers.
+fn log() -> &'static Log {
+    static LOG: std::sync::OnceLock<Log> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Log::default();
+        let writer = log.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .init();
+        log
+    })
+}
+
 type Closed = mpsc::UnboundedReceiver<&'static str>;
 
 fn app() -> (Application, Closed) {
@@ -94,14 +112,7 @@ async fn shutdown_with_no_more_closes(server: TestServer, mut closed: Closed) {
 /// 1011, the panic is logged, and the other 99 keep echoing.
 #[tokio::test]
 async fn panic_in_one_of_100_connections() {
-    let log = Log::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
+    let log = log();
     let (app, mut closed) = app();
     let server = TestServer::start(app).await;
     let mut clients = Vec::new();
@@ -143,6 +154,7 @@ async fn panic_in_one_of_100_connections() {
 /// Messages written before the panic are delivered before the 1011.
 #[tokio::test]
 async fn writes_before_a_panic_are_delivered() {
+    log();
     let (app, mut closed) = app();
     let server = TestServer::start(app).await;
     let mut client = server.connect("/ws").await;
@@ -155,6 +167,7 @@ async fn writes_before_a_panic_are_delivered() {
 
 #[tokio::test]
 async fn panic_in_open_closes_with_1011() {
+    log();
     let (app, mut closed) = app();
     let server = TestServer::start(app).await;
     let mut client = server.connect("/ws?panic=open").await;
@@ -168,6 +181,7 @@ async fn panic_in_open_closes_with_1011() {
 /// A panic in `on_close` is contained too: the server keeps serving.
 #[tokio::test]
 async fn panic_in_on_close_is_contained() {
+    log();
     let (app, mut closed) = app();
     let server = TestServer::start(app).await;
     let mut client = server.connect("/ws?panic=close").await;
