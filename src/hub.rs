@@ -106,6 +106,7 @@ impl Hub {
         }
         if let Some(broker) = self.broker.get() {
             broker.publish(group, &message);
+            crate::telemetry::broker_published();
         }
         self.groups.deliver(group, message, exclude)
     }
