@@ -175,13 +175,22 @@ impl Write for Log {
 }
 
 impl Log {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
+    /// The log of this test binary: a global subscriber (a thread-local one
+    /// can miss events whose callsites another test thread, with no
+    /// subscriber, saw first). Tests find their own lines by content.
+    fn global() -> Log {
+        static LOG: std::sync::OnceLock<Log> = std::sync::OnceLock::new();
+        LOG.get_or_init(|| {
+            let log = Log::default();
+            let writer = log.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+            log
+        })
+        .clone()
     }
 
     fn text(&self) -> String {
@@ -205,8 +214,7 @@ async fn forwarded_addresses_are_ignored_unless_the_proxy_is_trusted() {
 
 #[tokio::test]
 async fn a_trusted_proxy_sets_remote_addr_the_access_line_the_span_and_the_cap() {
-    let log = Log::default();
-    let _guard = log.install();
+    let log = Log::global();
     let server = TestServer::start(
         app()
             .trusted_proxies([IpAddr::V4(Ipv4Addr::LOCALHOST)])
