@@ -120,7 +120,12 @@ fn flooder(addr: std::net::SocketAddr, done: Arc<AtomicBool>) -> std::thread::Jo
             // 256 masked 32 B text frames per write.
             let mut frame = vec![0x81u8, 0x80 | 32, 1, 2, 3, 4];
             frame.extend((0..32u8).map(|i| (b'a' + i % 26) ^ [1, 2, 3, 4][usize::from(i % 4)]));
-            let batch: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * 256).collect();
+            let batch: Vec<u8> = frame
+                .iter()
+                .copied()
+                .cycle()
+                .take(frame.len() * 256)
+                .collect();
             let echoed = Arc::new(AtomicU64::new(0));
             let counter = echoed.clone();
             let reader = tokio::spawn(async move {
@@ -179,7 +184,8 @@ async fn paced(addr: std::net::SocketAddr, clients: usize, seconds: f64) -> Hist
     }
     let mut all = Histogram::<u64>::new(3).expect("histogram");
     for task in tasks {
-        all.add(task.await.expect("client task")).expect("same bounds");
+        all.add(task.await.expect("client task"))
+            .expect("same bounds");
     }
     all
 }

@@ -171,6 +171,16 @@ impl Connection {
         cx: &mut Context<'_>,
         read: bool,
     ) -> Poll<Option<Event>> {
+        let progress = self.poll_round(cx, read);
+        if !matches!(progress, Poll::Ready(Some(_))) {
+            // Out of work for now (or done): this round's message counts go
+            // to the shared counters in one go.
+            self.metrics.flush();
+        }
+        progress
+    }
+
+    fn poll_round(&mut self, cx: &mut Context<'_>, read: bool) -> Poll<Option<Event>> {
         if self.phase.is_closed() {
             return Poll::Ready(None);
         }
