@@ -163,12 +163,17 @@ T=(-d "$D" --warmup "$WARM")
 for ROUND in $(seq 1 "$ROUNDS"); do
     [ "$ROUNDS" -gt 1 ] && echo "=== round $ROUND of $ROUNDS"
     if [ "$ROUNDS" -gt 1 ]; then
-        # Alternate: each scenario runs every server back to back.
-        for server in "${SERVERS[@]}"; do run_one "$server" echo_c64_w1_s32_text echo -c 64 -w 1 -s 32 "${T[@]}"; done
-        for server in "${SERVERS[@]}"; do run_one "$server" echo_c64_w16_s32_text echo -c 64 -w 16 -s 32 "${T[@]}"; done
-        for server in "${SERVERS[@]}"; do run_one "$server" echo_c16_w4_s65536_bin echo -c 16 -w 4 -s 65536 --binary "${T[@]}"; done
-        for server in "${SERVERS[@]}"; do run_one "$server" connect_w16 connect --workers 16 "${T[@]}"; done
-        for server in "${SERVERS[@]}"; do run_one "$server" idle idle -n "$IDLE_N"; done
+        # Alternate: each scenario runs every server back to back, in
+        # reverse order every other round (no server always goes first).
+        ORDER=("${SERVERS[@]}")
+        if [ $((ROUND % 2)) = 0 ]; then
+            ORDER=(); for ((i=${#SERVERS[@]}-1; i>=0; i--)); do ORDER+=("${SERVERS[$i]}"); done
+        fi
+        for server in "${ORDER[@]}"; do run_one "$server" echo_c64_w1_s32_text echo -c 64 -w 1 -s 32 "${T[@]}"; done
+        for server in "${ORDER[@]}"; do run_one "$server" echo_c64_w16_s32_text echo -c 64 -w 16 -s 32 "${T[@]}"; done
+        for server in "${ORDER[@]}"; do run_one "$server" echo_c16_w4_s65536_bin echo -c 16 -w 4 -s 65536 --binary "${T[@]}"; done
+        for server in "${ORDER[@]}"; do run_one "$server" connect_w16 connect --workers 16 "${T[@]}"; done
+        for server in "${ORDER[@]}"; do run_one "$server" idle idle -n "$IDLE_N"; done
         continue
     fi
     for server in "${SERVERS[@]}"; do
