@@ -121,9 +121,7 @@ pub(crate) async fn serve_connection(
                             crate::telemetry::connection_refused("max_connections_per_ip");
                             endpoint.telemetry().metrics.handshake(429);
                             let response = client_limits::refusal();
-                            let head_only = request.method() == Method::HEAD;
-                            let _ = write_response(&mut stream, response, head_only, false).await;
-                            log_access(StatusCode::TOO_MANY_REQUESTS, &request, started);
+                            respond(&mut stream, &request, response, false, started, timeout).await;
                             return None;
                         }
                     },
