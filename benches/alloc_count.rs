@@ -20,6 +20,8 @@
 //! # of the measured window (one server, one W)
 //! CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo run --release --example alloc_count -- \
 //!     --only squall --window 1 --messages 1000 --trace 20
+//! # with the `metrics` feature and a Prometheus recorder installed
+//! cargo run --release --features metrics --example alloc_count -- --prometheus
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -209,6 +211,7 @@ struct Options {
     size: usize,
     trace: u64,
     only: Option<String>,
+    prometheus: bool,
     window: Option<usize>,
 }
 
@@ -264,10 +267,15 @@ fn parse_options() -> Options {
         size: 32,
         trace: 0,
         only: None,
+        prometheus: false,
         window: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--prometheus" {
+            opts.prometheus = true;
+            continue;
+        }
         let value = args.next().unwrap_or_default();
         let number = || -> usize {
             value.parse().unwrap_or_else(|_| {
@@ -285,7 +293,7 @@ fn parse_options() -> Options {
             _ => {
                 eprintln!(
                     "usage: alloc_count [--messages M] [--warmup N] [--size BYTES] \
-                     [--window W] [--only squall|tokio-tungstenite] [--trace N]"
+                     [--window W] [--only squall|tokio-tungstenite] [--trace N] [--prometheus]"
                 );
                 std::process::exit(2);
             }
@@ -297,6 +305,9 @@ fn parse_options() -> Options {
 
 fn main() {
     let opts = parse_options();
+    if opts.prometheus {
+        install_prometheus();
+    }
     println!(
         "server-thread heap allocations per echoed message: {} messages of {} B text after {} warm-up",
         opts.messages, opts.size, opts.warmup
@@ -323,4 +334,20 @@ fn main() {
             );
         }
     }
+}
+
+/// Installs a Prometheus recorder (`--prometheus`, feature `metrics`), so
+/// squall's counters and histograms record for real during the count.
+#[cfg(feature = "metrics")]
+fn install_prometheus() {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("the only recorder");
+    println!("(feature `metrics` on, Prometheus recorder installed)");
+}
+
+#[cfg(not(feature = "metrics"))]
+fn install_prometheus() {
+    eprintln!("--prometheus needs the `metrics` feature: cargo run --release --features metrics --example alloc_count -- --prometheus");
+    std::process::exit(2);
 }

@@ -22,6 +22,7 @@ SERVER_ORDER = ["bench_echo", "bench_axum_echo", "bench_tt_echo", "bench_tt_comb
 SERVER_LABEL = {
     "bench_echo": "squall",
     "bench_axum_echo": "squall in axum",
+    "bench_echo_metrics": "squall + metrics",
     "bench_tt_echo": "tokio-tungstenite (send)",
     "bench_tt_combined": "tokio-tungstenite (feed+flush)",
     "bench_fastws": "fastwebsockets",
@@ -339,6 +340,49 @@ def write_svg(path, runs, servers, metrics):
         f.write("\n".join(svg) + "\n")
 
 
+def rounds(a):
+    """Per-round ratios of each server against --baseline, and their median,
+    for runs made with `run_matrix.sh --rounds N` (records tagged round=N)."""
+    by = {}
+    with open(a.results) as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "server" in rec and "scenario" in rec and not rec.get("failed"):
+                key = (rec["scenario"], rec.get("round", "1"))
+                by.setdefault(key, {})[rec["server"]] = rec
+    scenarios = sorted({sc for sc, _ in by})
+    for sc in scenarios:
+        metric = "msgs_per_s" if sc.startswith("echo") else (
+            "handshakes_per_s" if sc.startswith("connect") else None)
+        if metric is None:
+            continue
+        servers = sorted({s for (scn, _), recs in by.items() if scn == sc for s in recs} - {a.baseline})
+        for server in servers:
+            print(f"\n{sc}: {label(server)} vs {label(a.baseline)} ({metric}, server CPU µs per unit)\n")
+            print("| round | " + f"{label(server)} | {label(a.baseline)} | ratio | CPU {label(server)} | CPU {label(a.baseline)} |")
+            print("|---:|---:|---:|---:|---:|---:|")
+            ratios = []
+            cpu_key = "server_cpu_us_per_msg" if metric == "msgs_per_s" else "server_cpu_us_per_handshake"
+            for (scn, rnd), recs in sorted(by.items(), key=lambda kv: int(kv[0][1])):
+                if scn != sc or server not in recs or a.baseline not in recs:
+                    continue
+                x, b = recs[server].get(metric), recs[a.baseline].get(metric)
+                q = ratio(x, b)
+                if q is not None:
+                    ratios.append(q)
+                print(f"| {rnd} | {fmt(x)} | {fmt(b)} | {fmt(q, 3)} | {fmt(recs[server].get(cpu_key), 3)} "
+                      f"| {fmt(recs[a.baseline].get(cpu_key), 3)} |")
+            if ratios:
+                ratios.sort()
+                mid = len(ratios) // 2
+                median = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+                print(f"\nmedian ratio over {len(ratios)} rounds: {median:.3f} "
+                      f"(min {ratios[0]:.3f}, max {ratios[-1]:.3f})")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -353,9 +397,14 @@ def main():
     r.add_argument("results")
     r.add_argument("--out", default="BENCHMARKS.md")
     r.add_argument("--svg", default="benches/ratios.svg")
+    rr = sub.add_parser("rounds", help="per-round ratios of --rounds runs")
+    rr.add_argument("results")
+    rr.add_argument("--baseline", default="bench_echo")
     a = ap.parse_args()
     if a.cmd == "meta":
         emit_meta(a)
+    elif a.cmd == "rounds":
+        rounds(a)
     else:
         render(a)
 

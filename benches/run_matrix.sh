@@ -4,6 +4,14 @@
 #
 #   benches/run_matrix.sh [--quick] [--out FILE.md] [--svg FILE.svg]
 #                         [--results FILE.jsonl] [--servers "a b ..."]
+#                         [--scenarios "a b ..."] [--rounds N]
+#
+# --rounds N repeats every scenario N times, each round running the servers
+# back to back (alternating), so that a pair of servers is compared within
+# rounds on a machine whose speed drifts; `benches/report.py rounds` then
+# gives the per-round ratios and their median. bench_echo_metrics is squall's
+# echo with the `metrics` feature and a Prometheus recorder (not in the
+# default server list; name it with --servers).
 #
 # Full run (D=10 s, warm-up 2 s, idle N=15000) writes BENCHMARKS.md and
 # benches/ratios.svg. --quick (D=2 s, warm-up 1 s, idle N=2000) is a smoke
@@ -21,6 +29,8 @@ OUT=""
 SVG=""
 RESULTS=""
 SERVERS_ARG=""
+SCENARIOS_ARG=""
+ROUNDS=1
 ORIG_CMD="benches/run_matrix.sh $*"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -29,7 +39,9 @@ while [ $# -gt 0 ]; do
         --svg) SVG="$2"; shift ;;
         --results) RESULTS="$2"; shift ;;
         --servers) SERVERS_ARG="$2"; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --scenarios) SCENARIOS_ARG="$2"; shift ;;
+        --rounds) ROUNDS="$2"; shift ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -88,6 +100,9 @@ SERVERS+=(bench_tt_echo bench_tt_combined bench_fastws)
 if [ -n "$SERVERS_ARG" ]; then
     read -r -a SERVERS <<<"$SERVERS_ARG"
 fi
+if [[ " ${SERVERS[*]} " == *" bench_echo_metrics "* ]]; then
+    cargo build --release --features metrics --example bench_echo_metrics
+fi
 BIN=target/release/examples
 
 python3 benches/report.py meta --command "$ORIG_CMD" --quick "$QUICK" \
@@ -113,8 +128,11 @@ wait_port() {
 # run_one SERVER SCENARIO LOADGEN-ARGS...
 run_one() {
     local server=$1 scenario=$2; shift 2
+    if [ -n "$SCENARIOS_ARG" ] && [[ " $SCENARIOS_ARG " != *" $scenario "* ]]; then
+        return 0
+    fi
     PORT=$((PORT + 1))
-    local log="$LOGDIR/$server.$scenario"
+    local log="$LOGDIR/$server.$scenario.r$ROUND"
     "${PIN_SERVER[@]}" "$BIN/$server" "127.0.0.1:$PORT" >"$log.server.log" 2>&1 &
     local spid=$!
     local line=""
@@ -123,7 +141,7 @@ run_one() {
         # Hard bound on top of the loadgen's own timing.
         timeout $(( WARM + D + 150 )) "${PIN_LOADGEN[@]}" "$BIN/loadgen" "$@" \
             --url "ws://127.0.0.1:$PORT/" --server-pid "$spid" \
-            --meta "server=$server" --meta "scenario=$scenario" \
+            --meta "server=$server" --meta "scenario=$scenario" --meta "round=$ROUND" \
             >"$log.loadgen.log" 2>&1 || true
         grep -v '^RESULT ' "$log.loadgen.log" || true
         line=$(grep '^RESULT ' "$log.loadgen.log" | tail -n1 | sed 's/^RESULT //' || true)
@@ -141,16 +159,36 @@ run_one() {
     echo "$line" >>"$RESULTS"
 }
 
-for server in "${SERVERS[@]}"; do
-    T=(-d "$D" --warmup "$WARM")
-    run_one "$server" echo_c64_w1_s32_text    echo -c 64 -w 1 -s 32 "${T[@]}"
-    run_one "$server" echo_c64_w16_s32_text   echo -c 64 -w 16 -s 32 "${T[@]}"
-    run_one "$server" echo_c16_w4_s65536_bin  echo -c 16 -w 4 -s 65536 --binary "${T[@]}"
-    run_one "$server" connect_w16             connect --workers 16 "${T[@]}"
-    run_one "$server" idle                    idle -n "$IDLE_N"
+T=(-d "$D" --warmup "$WARM")
+for ROUND in $(seq 1 "$ROUNDS"); do
+    [ "$ROUNDS" -gt 1 ] && echo "=== round $ROUND of $ROUNDS"
+    if [ "$ROUNDS" -gt 1 ]; then
+        # Alternate: each scenario runs every server back to back, in
+        # reverse order every other round (no server always goes first).
+        ORDER=("${SERVERS[@]}")
+        if [ $((ROUND % 2)) = 0 ]; then
+            ORDER=(); for ((i=${#SERVERS[@]}-1; i>=0; i--)); do ORDER+=("${SERVERS[$i]}"); done
+        fi
+        for server in "${ORDER[@]}"; do run_one "$server" echo_c64_w1_s32_text echo -c 64 -w 1 -s 32 "${T[@]}"; done
+        for server in "${ORDER[@]}"; do run_one "$server" echo_c64_w16_s32_text echo -c 64 -w 16 -s 32 "${T[@]}"; done
+        for server in "${ORDER[@]}"; do run_one "$server" echo_c16_w4_s65536_bin echo -c 16 -w 4 -s 65536 --binary "${T[@]}"; done
+        for server in "${ORDER[@]}"; do run_one "$server" connect_w16 connect --workers 16 "${T[@]}"; done
+        for server in "${ORDER[@]}"; do run_one "$server" idle idle -n "$IDLE_N"; done
+        continue
+    fi
+    for server in "${SERVERS[@]}"; do
+        run_one "$server" echo_c64_w1_s32_text    echo -c 64 -w 1 -s 32 "${T[@]}"
+        run_one "$server" echo_c64_w16_s32_text   echo -c 64 -w 16 -s 32 "${T[@]}"
+        run_one "$server" echo_c16_w4_s65536_bin  echo -c 16 -w 4 -s 65536 --binary "${T[@]}"
+        run_one "$server" connect_w16             connect --workers 16 "${T[@]}"
+        run_one "$server" idle                    idle -n "$IDLE_N"
+    done
 done
 
 python3 benches/report.py render "$RESULTS" --out "$OUT" --svg "$SVG"
+if [ "$ROUNDS" -gt 1 ]; then
+    python3 benches/report.py rounds "$RESULTS"
+fi
 echo "results: $RESULTS"
 echo "report:  $OUT"
 echo "chart:   $SVG"

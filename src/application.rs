@@ -17,7 +17,7 @@ use crate::history::History;
 use crate::hub::Hub;
 use crate::router::{Route, Router};
 use crate::runtime::{Handle, Runtime};
-use crate::settings::{OverflowPolicy, Settings};
+use crate::settings::{OverflowPolicy, Rate, RateLimitPolicy, Settings};
 
 /// A squall web application: Tornado's `tornado.web.Application`.
 ///
@@ -92,7 +92,7 @@ impl Application {
         F: Fn() -> H + Send + Sync + 'static,
         H: WebSocketHandler,
     {
-        self.router.insert(path, Route::websocket(factory));
+        self.router.insert(path, Route::websocket(path, factory));
         self
     }
 
@@ -226,6 +226,51 @@ impl Application {
         self
     }
 
+    /// Limits how many messages each connection may send a second: a token
+    /// bucket refilled at `rate` a second holding at most `burst` (the
+    /// messages that may arrive back to back after a quiet spell). Data
+    /// messages count; control frames do not. What happens past the limit
+    /// is [`websocket_rate_limit_policy`](Self::websocket_rate_limit_policy).
+    /// Default: no limit.
+    ///
+    /// ```
+    /// use squall::{Application, RateLimitPolicy};
+    ///
+    /// let app = Application::new()
+    ///     .websocket_max_messages_per_second(50, 100)
+    ///     .websocket_max_bytes_per_second(256 * 1024, 1024 * 1024)
+    ///     .websocket_rate_limit_policy(RateLimitPolicy::Close);
+    /// ```
+    pub fn websocket_max_messages_per_second(mut self, rate: u32, burst: u32) -> Self {
+        self.settings.input_limits.messages = Some(Rate {
+            per_second: f64::from(rate.max(1)),
+            burst: f64::from(burst.max(1)),
+        });
+        self
+    }
+
+    /// Limits how many payload bytes each connection may send a second: a
+    /// token bucket refilled at `rate` bytes a second holding at most
+    /// `burst`. A message larger than what is left still passes, and the
+    /// next one waits until the debt is paid off, so over time the rate
+    /// holds whatever the message sizes. Default: no limit.
+    pub fn websocket_max_bytes_per_second(mut self, rate: u64, burst: u64) -> Self {
+        self.settings.input_limits.bytes = Some(Rate {
+            per_second: rate.max(1) as f64,
+            burst: burst as f64,
+        });
+        self
+    }
+
+    /// What a connection over its input rate limit does:
+    /// [`RateLimitPolicy::Pause`] (stop reading until the bucket refills:
+    /// TCP backpressure on the peer) or [`RateLimitPolicy::Close`] (close
+    /// with 1008 and a reason). Default: `Pause`.
+    pub fn websocket_rate_limit_policy(mut self, policy: RateLimitPolicy) -> Self {
+        self.settings.input_limits.policy = policy;
+        self
+    }
+
     /// How long a closing connection waits for the peer's close frame (and
     /// for its queue to drain) before dropping it. Default: 5 s.
     pub fn websocket_close_timeout(mut self, timeout: Duration) -> Self {
@@ -284,6 +329,37 @@ impl Application {
     /// Default: 25 000.
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.settings.max_connections = connections.max(1);
+        self
+    }
+
+    /// The most WebSocket connections (open, or in their handshake) from one
+    /// client IP address; past it, the upgrade request gets 429 Too Many
+    /// Requests with `Retry-After: 5`. The address is the TCP peer's, or
+    /// the forwarded one behind a [trusted proxy](Self::trusted_proxies).
+    /// Plain page requests are not counted. Default: no cap per address
+    /// (only [`max_connections`](Self::max_connections)).
+    pub fn max_connections_per_ip(mut self, connections: usize) -> Self {
+        self.settings.max_connections_per_ip = Some(connections.max(1));
+        self
+    }
+
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers are
+    /// believed: a request whose TCP peer is one of these addresses is
+    /// taken to come from the client the headers name (the rightmost
+    /// address that is not itself a trusted proxy). That address is what
+    /// [`WebSocket::remote_addr`](crate::WebSocket::remote_addr), the
+    /// access line and [`max_connections_per_ip`](Self::max_connections_per_ip)
+    /// see; its port is 0 unless `Forwarded` gave one. Default: none, the
+    /// headers are never read (any client could write them).
+    ///
+    /// ```
+    /// use std::net::{IpAddr, Ipv4Addr};
+    ///
+    /// let app = squall::Application::new()
+    ///     .trusted_proxies([IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    /// ```
+    pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = std::net::IpAddr>) -> Self {
+        self.settings.trusted_proxies = proxies.into_iter().collect();
         self
     }
 

@@ -32,7 +32,7 @@ impl BenchRouter {
     pub fn new(paths: &[&str]) -> Self {
         let mut router = Router::default();
         for path in paths {
-            router.insert(path, Route::websocket(|| Plain));
+            router.insert(path, Route::websocket(path, || Plain));
         }
         BenchRouter(router)
     }

@@ -208,6 +208,7 @@ impl Delivery {
     /// In a group with history, the message goes out in the history
     /// envelope with no offset: it was not recorded.
     pub fn deliver(&self, group: &str, message: Message) -> usize {
+        crate::telemetry::broker_delivered();
         let Some(groups) = self.groups.upgrade() else {
             return 0;
         };

@@ -121,8 +121,16 @@ pub fn frame_input(data: &[u8]) {
         let app = app().clone();
         let (client, server) = tokio::io::duplex(16 * 1024);
         let request = http::Request::get("/socket/").body(()).expect("request");
-        let (context, io) =
-            engine::establish(Stream::duplex(server), Vec::new(), request, None, app.env()).await;
+        let route = crate::telemetry::RouteTelemetry::new("/socket/");
+        let (context, io) = engine::establish(
+            Stream::duplex(server),
+            Vec::new(),
+            request,
+            None,
+            app.env(),
+            &route,
+        )
+        .await;
         let connection = engine::run(FuzzHandler, context, io);
 
         let (mut from_server, mut to_server) = tokio::io::split(client);

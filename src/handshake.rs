@@ -9,6 +9,7 @@
 //! [`Accepted::into_connection`], which starts the engine.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -19,6 +20,7 @@ use crate::handler::WebSocketHandler;
 use crate::request::TrustedOrigins;
 use crate::response::text_response;
 use crate::stream::Stream;
+use crate::telemetry::RouteTelemetry;
 
 /// How the client asked for the WebSocket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,10 +39,17 @@ pub(crate) enum Via {
 pub(crate) trait Endpoint: Send + Sync + 'static {
     /// Runs `prepare` and the checks for `request`.
     fn handshake(&self, request: http::Request<()>, env: &Env, via: Via) -> BoxFuture<Handshake>;
+
+    /// The route's pattern and metrics (a front refusing a request before
+    /// the handshake counts it here).
+    fn telemetry(&self) -> &RouteTelemetry;
 }
 
 /// A route's handler factory as an [`Endpoint`].
-pub(crate) struct FactoryEndpoint<F>(pub F);
+pub(crate) struct FactoryEndpoint<F> {
+    pub factory: F,
+    pub route: Arc<RouteTelemetry>,
+}
 
 impl<F, H> Endpoint for FactoryEndpoint<F>
 where
@@ -48,7 +57,17 @@ where
     H: WebSocketHandler,
 {
     fn handshake(&self, request: http::Request<()>, env: &Env, via: Via) -> BoxFuture<Handshake> {
-        Box::pin(handshake((self.0)(), request, env.clone(), via))
+        Box::pin(handshake(
+            (self.factory)(),
+            request,
+            env.clone(),
+            via,
+            self.route.clone(),
+        ))
+    }
+
+    fn telemetry(&self) -> &RouteTelemetry {
+        &self.route
     }
 }
 
@@ -64,6 +83,7 @@ pub(crate) struct Handshake {
 pub(crate) struct Accepted {
     pub negotiated: Negotiated,
     handler: Box<dyn Launch>,
+    route: Arc<RouteTelemetry>,
 }
 
 impl Accepted {
@@ -82,6 +102,7 @@ impl Accepted {
             request,
             self.negotiated.subprotocol,
             env,
+            self.route,
         )
     }
 }
@@ -95,6 +116,7 @@ trait Launch: Send {
         request: http::Request<()>,
         subprotocol: Option<String>,
         env: Env,
+        route: Arc<RouteTelemetry>,
     ) -> BoxFuture<()>;
 }
 
@@ -106,11 +128,13 @@ impl<H: WebSocketHandler> Launch for H {
         request: http::Request<()>,
         subprotocol: Option<String>,
         env: Env,
+        route: Arc<RouteTelemetry>,
     ) -> BoxFuture<()> {
         Box::pin(async move {
             let (context, connection) =
-                engine::establish(stream, read_ahead, request, subprotocol, &env).await;
+                engine::establish(stream, read_ahead, request, subprotocol, &env, &route).await;
             drop(env);
+            drop(route);
             engine::run(*self, context, connection).await
         })
     }
@@ -123,6 +147,7 @@ async fn handshake<H: WebSocketHandler>(
     mut request: http::Request<()>,
     env: Env,
     via: Via,
+    route: Arc<RouteTelemetry>,
 ) -> Handshake {
     let settings = &env.settings;
     request
@@ -135,7 +160,10 @@ async fn handshake<H: WebSocketHandler>(
     .await;
     let refusal = match prepared {
         Ok(Ok(Ok(()))) => None,
-        Ok(Ok(Err(response))) => Some(response),
+        Ok(Ok(Err(response))) => {
+            route.metrics.prepare_refused();
+            Some(response)
+        }
         Ok(Err(_panic)) => {
             tracing::warn!("WebSocket handler panicked in prepare");
             Some(text_response(
@@ -143,10 +171,13 @@ async fn handshake<H: WebSocketHandler>(
                 "Internal Server Error",
             ))
         }
-        Err(_elapsed) => Some(text_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Service Unavailable",
-        )),
+        Err(_elapsed) => {
+            route.metrics.prepare_timed_out();
+            Some(text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+            ))
+        }
     };
     let outcome = match refusal {
         Some(response) => Err(response),
@@ -154,10 +185,16 @@ async fn handshake<H: WebSocketHandler>(
             Ok(negotiated) => Ok(Accepted {
                 negotiated,
                 handler: Box::new(handler),
+                route: route.clone(),
             }),
             Err(error) => Err(error.response()),
         },
     };
+    route.metrics.handshake(match &outcome {
+        Ok(_) if via == Via::Http1 => 101,
+        Ok(_) => 200,
+        Err(response) => response.status().as_u16(),
+    });
     Handshake { request, outcome }
 }
 

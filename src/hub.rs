@@ -94,6 +94,7 @@ impl Hub {
         if let Some(history) = self.history.rule(group) {
             if let Some(broker) = self.broker.get() {
                 let tag = exclude.map_or(0, |id| id as u64);
+                crate::telemetry::broker_published();
                 if broker.publish_history(group, &message, history, tag) {
                     // Delivered here too when it comes back with its offset.
                     return self.groups.len(group);
@@ -106,6 +107,7 @@ impl Hub {
         }
         if let Some(broker) = self.broker.get() {
             broker.publish(group, &message);
+            crate::telemetry::broker_published();
         }
         self.groups.deliver(group, message, exclude)
     }

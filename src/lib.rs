@@ -66,8 +66,10 @@ mod application;
 pub mod bench_support;
 mod broker;
 mod client;
+mod client_limits;
 mod engine;
 mod error;
+mod forwarded;
 mod front;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -98,6 +100,7 @@ mod send_queue;
 mod sender;
 mod settings;
 mod stream;
+mod telemetry;
 pub mod testing;
 #[cfg(feature = "tls")]
 mod tls;
@@ -120,7 +123,7 @@ pub use redis_broker::{RedisBroker, RedisBrokerError};
 pub use request::{CurrentUser, PathParams, RemoteAddr, RequestExt, TrustedOrigins};
 pub use runtime::{shutdown_signal, Handle};
 pub use sender::WebSocketSender;
-pub use settings::OverflowPolicy;
+pub use settings::{OverflowPolicy, RateLimitPolicy};
 #[cfg(feature = "tls")]
 pub use tls::{tls_config_from_pem, TlsConfig};
 pub use websocket::WebSocket;

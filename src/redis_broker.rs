@@ -965,6 +965,7 @@ impl Health {
         let was_healthy = !down.iter().any(|d| *d);
         down[link] = true;
         if was_healthy {
+            crate::telemetry::broker_outage();
             tracing::warn!(
                 %error,
                 "Redis unreachable: broadcasts reach local members only; reconnecting"

@@ -13,6 +13,7 @@ use crate::engine::BoxFuture;
 use crate::handler::WebSocketHandler;
 use crate::handshake::{Endpoint, FactoryEndpoint};
 use crate::request::PathParams;
+use crate::telemetry::RouteTelemetry;
 
 /// A plain HTTP GET/HEAD handler.
 pub(crate) type PageHandler =
@@ -26,12 +27,17 @@ pub(crate) enum Route {
 }
 
 impl Route {
-    pub fn websocket<F, H>(factory: F) -> Self
+    /// A WebSocket route; `path` is its pattern, which labels its metrics
+    /// and its connections' spans.
+    pub fn websocket<F, H>(path: &str, factory: F) -> Self
     where
         F: Fn() -> H + Send + Sync + 'static,
         H: WebSocketHandler,
     {
-        Route::WebSocket(Arc::new(FactoryEndpoint(factory)))
+        Route::WebSocket(Arc::new(FactoryEndpoint {
+            factory,
+            route: RouteTelemetry::new(path),
+        }))
     }
 
     pub fn page<F, Fut, B>(handler: F) -> Self

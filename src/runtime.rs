@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::client_limits::ClientLimits;
 use crate::engine::Env;
 use crate::hub::Hub;
 use crate::interest::InterestGuard;
@@ -35,13 +36,17 @@ struct Inner {
     /// a permit per TCP connection, the `Service` one per WebSocket.
     limit: Arc<Semaphore>,
     started: AtomicBool,
+    /// The per-address connection counts, when a cap is set.
+    client_limits: Option<Arc<ClientLimits>>,
 }
 
 impl Runtime {
     pub fn new(router: Router, env: Env) -> Self {
         let limit = Arc::new(Semaphore::new(env.settings.max_connections));
+        let client_limits = env.settings.max_connections_per_ip.map(ClientLimits::new);
         Runtime(Arc::new(Inner {
             router,
+            client_limits,
             env,
             connections: TaskTracker::new(),
             limit,
@@ -55,6 +60,12 @@ impl Runtime {
 
     pub fn env(&self) -> &Env {
         &self.0.env
+    }
+
+    /// The per-address connection cap, if one is set: every front takes a
+    /// slot before a WebSocket handshake and keeps it for the connection.
+    pub fn client_limits(&self) -> Option<&Arc<ClientLimits>> {
+        self.0.client_limits.as_ref()
     }
 
     pub fn settings(&self) -> &Arc<Settings> {

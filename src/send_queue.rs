@@ -200,6 +200,7 @@ impl SendQueue {
     }
 
     fn overflowed(&self, charge: u32) -> WriteError {
+        crate::telemetry::queue_overflow(self.overflow);
         if let OverflowPolicy::Close(code) = self.overflow {
             // Name the bound that was hit, so the cause is plain in the log.
             let (limit, max, wanted) = self.capacity.full_because(charge);

@@ -36,6 +36,45 @@ impl Default for OverflowPolicy {
     }
 }
 
+/// What a connection does when its peer sends faster than
+/// [`websocket_max_messages_per_second`](crate::Application::websocket_max_messages_per_second)
+/// or [`websocket_max_bytes_per_second`](crate::Application::websocket_max_bytes_per_second)
+/// allow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RateLimitPolicy {
+    /// Stop reading the socket until the bucket has refilled: the peer's
+    /// writes back up into TCP (backpressure), nothing is buffered beyond
+    /// the socket's own buffers, and the connection stays open. The default.
+    #[default]
+    Pause,
+    /// Close the connection with 1008 (policy violation) and the reason
+    /// `message rate limit exceeded` or `byte rate limit exceeded`; the
+    /// message over the limit is not delivered.
+    Close,
+}
+
+/// A token bucket's size: `rate` tokens a second, at most `burst` saved up.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Rate {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+/// The input rate limits of every connection (off by default).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct InputLimits {
+    pub messages: Option<Rate>,
+    pub bytes: Option<Rate>,
+    pub policy: RateLimitPolicy,
+}
+
+impl InputLimits {
+    pub fn is_off(&self) -> bool {
+        self.messages.is_none() && self.bytes.is_none()
+    }
+}
+
 /// The resolved settings (see the `Application` builder for each default).
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
@@ -57,6 +96,9 @@ pub(crate) struct Settings {
     pub trusted_origins: std::sync::Arc<[String]>,
     pub prepare_timeout: Duration,
     pub broker_ready_timeout: Duration,
+    pub input_limits: InputLimits,
+    pub max_connections_per_ip: Option<usize>,
+    pub trusted_proxies: std::sync::Arc<[std::net::IpAddr]>,
 }
 
 impl Default for Settings {
@@ -80,6 +122,9 @@ impl Default for Settings {
             trusted_origins: std::sync::Arc::new([]),
             prepare_timeout: Duration::from_secs(10),
             broker_ready_timeout: Duration::from_secs(5),
+            input_limits: InputLimits::default(),
+            max_connections_per_ip: None,
+            trusted_proxies: std::sync::Arc::new([]),
         }
     }
 }

@@ -517,3 +517,34 @@ async fn the_access_line_says_http2() {
     );
     stop.cancel();
 }
+
+/// Through the service too: behind a trusted proxy the forwarded address is
+/// the client's, and `max_connections_per_ip` counts it (429 past the cap).
+#[tokio::test]
+async fn trusted_proxy_and_the_cap_per_address_through_the_service() {
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let app = app(&tx)
+        .trusted_proxies([std::net::IpAddr::from([127, 0, 0, 1])])
+        .max_connections_per_ip(1);
+    let (addr, _server) = serve_with_axum(app.into_service(), stop.clone()).await;
+    let (response, _first) = Upgrade::new(addr, "/socket/")
+        .header("X-Forwarded-For", "203.0.113.7")
+        .send(addr)
+        .await;
+    assert_accepted(&response);
+    assert_eq!(next_event(&mut events).await, "open 203.0.113.7 HTTP/1.1");
+    let (refused, _) = Upgrade::new(addr, "/socket/")
+        .header("X-Forwarded-For", "203.0.113.7")
+        .send(addr)
+        .await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.header("retry-after"), Some("5"));
+    // Another client behind the same proxy is not held back.
+    let (other, _second) = Upgrade::new(addr, "/socket/")
+        .header("X-Forwarded-For", "198.51.100.4")
+        .send(addr)
+        .await;
+    assert_accepted(&other);
+    stop.cancel();
+}

@@ -220,6 +220,7 @@ impl Driver {
                 &mut self.phase,
                 self.close_timeout,
                 cx,
+                |_| {},
             ) {
                 Ok(fed) => self.unflushed |= fed,
                 Err(()) => return self.finish(),

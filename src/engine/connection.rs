@@ -21,11 +21,22 @@ use super::keepalive::{Due, KeepAlive};
 use super::linger;
 use super::outgoing;
 use super::own_frames::{control_frame_len, OwnFrames, MAX_CONTROL_FRAME};
+use super::rate_limit::RateLimiter;
 use super::shutdown::Shutdown;
 use crate::message::{close_code, Message, Utf8Bytes};
 use crate::send_queue::SendQueue;
 use crate::stream::Stream;
+use crate::telemetry::{ConnectionMetrics, RouteTelemetry, Side};
 use crate::websocket::{PeerClose, WebSocket};
+
+/// The close code reported for a close frame without a code (RFC 6455
+/// §7.1.5), and for a connection that ended without a close handshake
+/// (§7.1.5, 1006); neither is ever sent.
+const NO_STATUS: u16 = 1005;
+const ABNORMAL: u16 = 1006;
+
+/// The source of connection ids (for spans): 1, 2, 3… per process.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Wraps an upgraded stream (and any bytes read past the request head) as a
 /// WebSocket: the handler's context and the engine side, ready for
@@ -36,6 +47,7 @@ pub(crate) async fn establish(
     request: http::Request<()>,
     subprotocol: Option<String>,
     env: &Env,
+    route: &RouteTelemetry,
 ) -> (WebSocket, Connection) {
     let settings = &env.settings;
     let mut stream = CloseCodes::new(stream);
@@ -64,6 +76,11 @@ pub(crate) async fn establish(
         shutdown: Shutdown::new(env.shutdown.clone()),
         close_timeout: settings.close_timeout,
         peer_close: None,
+        closing: None,
+        limiter: RateLimiter::new(&settings.input_limits),
+        metrics: route.metrics.connection(),
+        id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        route: route.path.clone(),
     };
     let context = WebSocket::new(queue, request, subprotocol, env.hub.clone());
     (context, connection)
@@ -83,6 +100,15 @@ pub(crate) struct Connection {
     shutdown: Shutdown,
     close_timeout: Duration,
     pub(super) peer_close: Option<PeerClose>,
+    /// How the close began: its code and who sent the first close frame
+    /// (the first to happen wins; for the closes metric).
+    closing: Option<(u16, Side)>,
+    /// The input rate limits, if any are set.
+    limiter: Option<Box<RateLimiter>>,
+    pub(super) metrics: ConnectionMetrics,
+    /// This connection's id and route, for its span.
+    pub(super) id: u64,
+    pub(super) route: std::sync::Arc<str>,
 }
 
 impl Connection {
@@ -99,12 +125,20 @@ impl Connection {
 
     pub(super) fn begin_close(&mut self, code: u16, reason: Utf8Bytes) {
         if self.phase.begin_close(code, reason, self.close_timeout) {
+            self.closing.get_or_insert((code, Side::Server));
             self.queue.close();
         }
     }
 
+    /// The close code the connection ended with (1006 when there was no
+    /// close handshake) and who began the close.
+    pub(super) fn ended(&self) -> (u16, Side) {
+        self.closing.unwrap_or((ABNORMAL, Side::Neither))
+    }
+
     /// Sends a close frame at once because the peer broke the protocol.
     fn fail(&mut self, code: u16, reason: &'static str, cx: &mut Context<'_>) {
+        self.closing.get_or_insert((code, Side::Server));
         let queued = outgoing::fail(
             &mut self.ws,
             &self.queue,
@@ -137,6 +171,16 @@ impl Connection {
         cx: &mut Context<'_>,
         read: bool,
     ) -> Poll<Option<Event>> {
+        let progress = self.poll_round(cx, read);
+        if !matches!(progress, Poll::Ready(Some(_))) {
+            // Out of work for now (or done): this round's message counts go
+            // to the shared counters in one go.
+            self.metrics.flush();
+        }
+        progress
+    }
+
+    fn poll_round(&mut self, cx: &mut Context<'_>, read: bool) -> Poll<Option<Event>> {
         if self.phase.is_closed() {
             return Poll::Ready(None);
         }
@@ -156,7 +200,10 @@ impl Connection {
         // would add a pong: the peer meets TCP backpressure rather than
         // growing our buffers.
         let outgoing_full = self.queue.is_full();
-        if self.phase.reads(read) && !(outgoing_full && self.phase.answers_pings()) {
+        if self.phase.reads(read)
+            && !(outgoing_full && self.phase.answers_pings())
+            && self.poll_rate_limit(cx)
+        {
             match Pin::new(&mut self.ws).poll_next(cx) {
                 Poll::Ready(Some(Ok(message))) => {
                     if let Some(event) = self.on_frame(message) {
@@ -206,6 +253,19 @@ impl Connection {
         Poll::Pending
     }
 
+    /// Whether the input rate limit lets the next message be read now (if
+    /// not, a timer will wake the task when it does).
+    fn poll_rate_limit(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(limiter) = &mut self.limiter else {
+            return true;
+        };
+        let (ready, paused_now) = limiter.poll_read(cx);
+        if paused_now {
+            self.metrics.rate_limited("pause");
+        }
+        ready
+    }
+
     /// Close requests, server shutdown and the keep-alive timer.
     fn poll_close_triggers(&mut self, cx: &mut Context<'_>) {
         if let Some(request) = self.queue.take_close_request() {
@@ -235,6 +295,7 @@ impl Connection {
             }
             Due::TimedOut => {
                 tracing::debug!("no pong within the ping timeout: closing");
+                self.metrics.ping_timed_out();
                 self.begin_close(
                     close_code::GOING_AWAY,
                     Utf8Bytes::from_static("ping timeout"),
@@ -247,12 +308,14 @@ impl Connection {
     /// phase, sends the close frame once the queue is empty.
     fn poll_feed(&mut self, cx: &mut Context<'_>) -> Result<(), ()> {
         let draining = !self.phase.is_open();
+        let metrics = &mut self.metrics;
         self.unflushed |= outgoing::poll_feed(
             &mut self.ws,
             &self.queue,
             &mut self.phase,
             self.close_timeout,
             cx,
+            |len| metrics.sent(len),
         )?;
         if draining && !self.phase.feeds_queue() {
             // Our close frame went out after the queue; its reason is not
@@ -266,8 +329,14 @@ impl Connection {
     /// records a close.
     fn on_frame(&mut self, message: tungstenite::Message) -> Option<Event> {
         let event = match message {
-            tungstenite::Message::Text(text) => Event::Message(Message::Text(text.into())),
-            tungstenite::Message::Binary(data) => Event::Message(Message::Binary(data)),
+            tungstenite::Message::Text(text) => {
+                self.data_in(text.len())?;
+                Event::Message(Message::Text(text.into()))
+            }
+            tungstenite::Message::Binary(data) => {
+                self.data_in(data.len())?;
+                Event::Message(Message::Binary(data))
+            }
             tungstenite::Message::Ping(data) => {
                 // tungstenite has queued the pong; make sure it is flushed,
                 // and count it against the outgoing bound until it is.
@@ -287,6 +356,12 @@ impl Connection {
                 self.own.written(&self.queue, control_frame_len(echo));
                 // A 1014 reached tungstenite as 1000 (`close_codes.rs`).
                 let bad_gateway = self.ws.get_ref().saw_bad_gateway();
+                let code = match frame.as_ref().map(|f| u16::from(f.code)) {
+                    Some(close_code::NORMAL) if bad_gateway => close_code::BAD_GATEWAY,
+                    Some(code) => code,
+                    None => NO_STATUS,
+                };
+                self.closing.get_or_insert((code, Side::Client));
                 self.peer_close = Some(PeerClose {
                     code: frame.as_ref().map(|f| match u16::from(f.code) {
                         close_code::NORMAL if bad_gateway => close_code::BAD_GATEWAY,
@@ -307,5 +382,23 @@ impl Connection {
             tungstenite::Message::Frame(_) => return None,
         };
         self.phase.delivers().then_some(event)
+    }
+
+    /// Counts a data message of `len` bytes in and applies the rate limit;
+    /// `None` if the message must not be delivered (the limit closes the
+    /// connection).
+    fn data_in(&mut self, len: usize) -> Option<()> {
+        self.metrics.received(len);
+        if let Some(limiter) = &mut self.limiter {
+            if let Err(exceeded) = limiter.take(len) {
+                if self.phase.is_open() {
+                    tracing::info!(reason = exceeded.0, "input rate limit: closing with 1008");
+                    self.metrics.rate_limited("close");
+                    self.begin_close(close_code::POLICY, Utf8Bytes::from_static(exceeded.0));
+                }
+                return None;
+            }
+        }
+        Some(())
     }
 }

@@ -12,6 +12,7 @@ use std::pin::pin;
 use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
+use tracing::Instrument;
 
 use super::connection::Connection;
 use super::inbox::Event;
@@ -19,12 +20,28 @@ use crate::handler::WebSocketHandler;
 use crate::message::{close_code, Utf8Bytes};
 use crate::websocket::WebSocket;
 
-/// Runs a connection from `open` to `on_close`.
+/// Runs a connection from `open` to `on_close`, inside a `websocket` span
+/// carrying the connection's `id`, `route` and `client` address, so the
+/// handler's own events carry them too.
 ///
 /// `on_close` runs exactly once, whatever ends the connection, and after the
 /// socket is closed.
-pub(crate) async fn run<H: WebSocketHandler>(mut handler: H, ws: WebSocket, mut io: Connection) {
-    tracing::debug!(remote = %ws.remote_addr(), path = %ws.request().uri().path(), "WebSocket opened");
+pub(crate) fn run<H: WebSocketHandler>(
+    handler: H,
+    ws: WebSocket,
+    io: Connection,
+) -> impl Future<Output = ()> + Send {
+    let span = tracing::info_span!(
+        "websocket",
+        id = io.id,
+        route = &*io.route,
+        client = %ws.remote_addr(),
+    );
+    drive(handler, ws, io).instrument(span)
+}
+
+async fn drive<H: WebSocketHandler>(mut handler: H, ws: WebSocket, mut io: Connection) {
+    tracing::debug!(path = %ws.request().uri().path(), "WebSocket opened");
     let mut healthy = io.call(handler.open(&ws)).await;
     while let Some(event) = io.next_event().await {
         if !healthy {
@@ -33,7 +50,12 @@ pub(crate) async fn run<H: WebSocketHandler>(mut handler: H, ws: WebSocket, mut 
             continue;
         }
         healthy = match event {
-            Event::Message(message) => io.call(handler.on_message(&ws, message)).await,
+            Event::Message(message) => {
+                let timer = io.metrics.start_timer();
+                let healthy = io.call(handler.on_message(&ws, message)).await;
+                io.metrics.handler_done(timer);
+                healthy
+            }
             Event::Ping(data) => io.call(handler.on_ping(&ws, data)).await,
             Event::Pong(data) => io.call(handler.on_pong(&ws, data)).await,
         };
@@ -46,9 +68,12 @@ pub(crate) async fn run<H: WebSocketHandler>(mut handler: H, ws: WebSocket, mut 
         .await
         .is_err()
     {
+        io.metrics.panicked();
         tracing::warn!("WebSocket handler panicked in on_close");
     }
-    tracing::debug!(remote = %ws.remote_addr(), code = ?ws.close_code(), "WebSocket closed");
+    let (code, side) = io.ended();
+    io.metrics.closed(code, side);
+    tracing::debug!(code, ?side, "WebSocket closed");
 }
 
 impl Connection {
@@ -74,6 +99,7 @@ impl Connection {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
                 tracing::warn!(panic = %what, "WebSocket handler panicked: closing with 1011");
+                self.metrics.panicked();
                 self.begin_close(
                     close_code::INTERNAL_ERROR,
                     Utf8Bytes::from_static("internal error"),

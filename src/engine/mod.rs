@@ -37,6 +37,7 @@ mod keepalive;
 pub(crate) mod linger;
 pub(crate) mod outgoing;
 mod own_frames;
+mod rate_limit;
 mod shutdown;
 
 use std::future::Future;

@@ -22,12 +22,14 @@ use crate::send_queue::{Outbound, Popped, SendQueue};
 /// buffer passes its size); while draining, queues the close frame once the
 /// queue is empty, and moves the phase on. `Ok(true)` if anything was
 /// queued for the socket (a flush is due), `Err` if the socket failed.
+/// `sent` hears the payload length of each message fed (for metrics).
 pub(crate) fn poll_feed<S: AsyncRead + AsyncWrite + Unpin>(
     ws: &mut WebSocketStream<S>,
     queue: &SendQueue,
     phase: &mut Phase,
     close_timeout: Duration,
     cx: &mut Context<'_>,
+    mut sent: impl FnMut(usize),
 ) -> Result<bool, ()> {
     let mut fed = false;
     loop {
@@ -38,8 +40,12 @@ pub(crate) fn poll_feed<S: AsyncRead + AsyncWrite + Unpin>(
         }
         match queue.pop() {
             Popped::Message(Outbound { message, .. }) => {
+                let len = message.len();
                 match Pin::new(&mut *ws).start_send(message) {
-                    Ok(()) => fed = true,
+                    Ok(()) => {
+                        fed = true;
+                        sent(len);
+                    }
                     Err(WsError::Capacity(error)) => {
                         // A message over the size limit is refused at the
                         // door: drop it and say so, keep the connection.

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::access_log::log_access;
 use super::head_rules::check_head;
+use crate::client_limits;
 use crate::engine::BoxFuture;
 use crate::handshake::{switching_protocols, Handshake, Via};
 use crate::request::RemoteAddr;
@@ -73,7 +74,10 @@ pub(crate) async fn serve_connection(
                 return None;
             }
         };
-        request.extensions_mut().insert(RemoteAddr(remote));
+        // Behind a trusted proxy, the client is the address it forwarded.
+        let client =
+            crate::forwarded::client_addr(remote, request.headers(), &settings.trusted_proxies);
+        request.extensions_mut().insert(RemoteAddr(client));
         if let Err(rule) = check_head(&request) {
             respond(
                 &mut stream,
@@ -107,6 +111,22 @@ pub(crate) async fn serve_connection(
         request.extensions_mut().insert(params);
         match route {
             Route::WebSocket(endpoint) => {
+                // The per-address slot is taken before `prepare` runs, and
+                // travels with the connection (freed however it ends).
+                let slot = match app.client_limits() {
+                    Some(limits) => match limits.try_acquire(client.ip()) {
+                        Some(slot) => Some(slot),
+                        None => {
+                            tracing::warn!(client = %client.ip(), "connections per address reached: 429");
+                            crate::telemetry::connection_refused("max_connections_per_ip");
+                            endpoint.telemetry().metrics.handshake(429);
+                            let response = client_limits::refusal();
+                            respond(&mut stream, &request, response, false, started, timeout).await;
+                            return None;
+                        }
+                    },
+                    None => None,
+                };
                 let Handshake { request, outcome } =
                     endpoint.handshake(request, app.env(), Via::Http1).await;
                 let accepted = match outcome {
@@ -131,7 +151,14 @@ pub(crate) async fn serve_connection(
                 let leftover = Vec::from(&buf[..]);
                 drop(buf);
                 let env = app.env().clone();
-                return Some(accepted.into_connection(stream, leftover, request, env));
+                let connection = accepted.into_connection(stream, leftover, request, env);
+                return Some(match slot {
+                    Some(slot) => Box::pin(async move {
+                        let _slot = slot;
+                        connection.await;
+                    }),
+                    None => connection,
+                });
             }
             Route::Page(page) => {
                 let response = if matches!(*request.method(), Method::GET | Method::HEAD) {

@@ -162,6 +162,7 @@ where
                         }
                         Err(_) => {
                             tracing::warn!(%remote, "connection limit reached: 503");
+                            crate::telemetry::connection_refused("max_connections");
                             tasks.spawn(refuse_busy(tcp));
                         }
                     }

@@ -143,7 +143,11 @@ async fn respond(
     let started = Instant::now();
     app.start();
     if let Some(remote) = client_address(&request) {
-        request.extensions_mut().insert(RemoteAddr(remote));
+        // Behind a trusted proxy, the client is the address it forwarded.
+        let settings = app.settings();
+        let client =
+            crate::forwarded::client_addr(remote, request.headers(), &settings.trusted_proxies);
+        request.extensions_mut().insert(RemoteAddr(client));
     }
     if let Err(rule) = check_head(&request) {
         let response = rule.response();
@@ -180,9 +184,29 @@ async fn respond(
     }
     let Ok(permit) = app.connection_limit().clone().try_acquire_owned() else {
         tracing::warn!("connection limit reached: 503");
+        crate::telemetry::connection_refused("max_connections");
         let response = text_response(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
         log_access(response.status(), &request, started);
         return into_full(response, &request);
+    };
+    // The per-address slot travels with the connection (freed however it
+    // ends, or with this future if the handshake fails).
+    let slot = match (
+        app.client_limits(),
+        request.extensions().get::<RemoteAddr>(),
+    ) {
+        (Some(limits), Some(RemoteAddr(client))) => match limits.try_acquire(client.ip()) {
+            Some(slot) => Some(slot),
+            None => {
+                tracing::warn!(client = %client.ip(), "connections per address reached: 429");
+                crate::telemetry::connection_refused("max_connections_per_ip");
+                endpoint.telemetry().metrics.handshake(429);
+                let response = crate::client_limits::refusal();
+                log_access(response.status(), &request, started);
+                return into_full(response, &request);
+            }
+        },
+        _ => None,
     };
     let via = via(&request);
     let Handshake { request, outcome } = endpoint.handshake(request, app.env(), via).await;
@@ -206,6 +230,7 @@ async fn respond(
             }
             Err(error) => tracing::debug!(%error, "the upgrade did not complete"),
         }
+        drop(slot);
         drop(permit);
     }));
     response
