@@ -542,6 +542,21 @@ fn main() -> std::io::Result<()> {
     let pid = child.id();
     let results = LocalSet::new().block_on(&runtime, run_client(&opts, rx_port, ctl_port, pid));
     let (results, cpu) = results?;
+    // Resident memory after the runs: with compression, what the receivers'
+    // compressors still hold (none without context takeover).
+    let rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .unwrap_or(0);
+    println!(
+        "server RSS after the runs (deflate {}): {} KiB, {:.1} KiB per receiver",
+        opts.deflate,
+        rss_kib,
+        rss_kib as f64 / opts.n as f64
+    );
     let modes = if opts.redis.is_some() {
         1
     } else {

@@ -1,7 +1,8 @@
 //! permessage-deflate (RFC 7692): the options a handler or a client asks
 //! for, the negotiation of `Sec-WebSocket-Extensions`, and the two halves of
 //! the codec: `read.rs` (an adapter below tungstenite's reader that inflates
-//! compressed messages) and `write.rs` (the compressor for outgoing ones).
+//! compressed messages) and `write.rs` (the compressor for outgoing ones),
+//! with `pool.rs` lending codecs to the sides without context takeover.
 //!
 //! Compression is opt-in: a handler returns [`CompressionOptions`] from
 //! [`WebSocketHandler::compression_options`](crate::WebSocketHandler::compression_options)
@@ -9,6 +10,7 @@
 //! [`ConnectOptions::compression`](crate::ConnectOptions::compression).
 //! Without them nothing of this module runs on a connection.
 
+mod pool;
 pub(crate) mod read;
 pub(crate) mod write;
 
@@ -26,8 +28,8 @@ const NAME: &str = "permessage-deflate";
 /// any window, 256 KiB at 15 bits), the decompressor a window of
 /// `2^max_window_bits` bytes plus about 7 KiB, and the codec buffers about
 /// 40 KiB while a message is in flight. With no context takeover on a side,
-/// that side's state is dropped after every message, so an idle connection
-/// holds none of it (at the cost of building it again for the next message).
+/// that side's state is borrowed from a small per-thread pool for each
+/// message and given back after it, so an idle connection holds none of it.
 ///
 /// ```
 /// use squall::CompressionOptions;

@@ -39,6 +39,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
+use super::pool;
 use super::write::{Deflater, TRAILER};
 use super::Side;
 use crate::message::close_code;
@@ -254,9 +255,14 @@ impl Codec {
             self.scratch = vec![0; CHUNK];
         }
         let bits = self.config.peer.max_window_bits.max(9);
-        let decompress = self
-            .decompress
-            .get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, bits)));
+        let no_context_takeover = self.config.peer.no_context_takeover;
+        let decompress = self.decompress.get_or_insert_with(|| {
+            if no_context_takeover {
+                pool::decompressor(bits)
+            } else {
+                Box::new(Decompress::new_with_window_bits(false, bits))
+            }
+        });
         let room = CHUNK.min(
             self.config
                 .max_message_size
@@ -492,7 +498,11 @@ impl Reader {
                     self.message = MessageState::None;
                     self.frame = FrameState::Header;
                     if codec.config.peer.no_context_takeover {
-                        codec.decompress = None;
+                        // Back to the thread's pool until the next message.
+                        if let Some(decompress) = codec.decompress.take() {
+                            let bits = codec.config.peer.max_window_bits.max(9);
+                            pool::give_back_decompressor(bits, decompress);
+                        }
                     }
                 } else if consumed == 0 && produced == 0 {
                     return Err(InflateError {
@@ -583,7 +593,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
                 Poll::Ready(Ok(0)) => reader.eof = true,
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if reader.raw.is_empty() && reader.out.is_empty() {
+                        // Nothing in flight: an idle connection keeps no
+                        // buffers (the read-ahead of `Stream` behaves alike).
+                        reader.raw = BytesMut::new();
+                        reader.out = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }

@@ -4,6 +4,8 @@
 
 use bytes::Bytes;
 use flate2::{Compress, Compression, FlushCompress};
+
+use super::pool;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::Frame;
 
@@ -14,8 +16,9 @@ pub(crate) const TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 /// One endpoint's compressor.
 pub(crate) struct Deflater {
-    /// Built on first use, and dropped after each message when there is no
-    /// context takeover (an idle connection then holds none of it).
+    /// Built on first use and kept, with context takeover; without it,
+    /// borrowed from the thread's pool for each message and given back
+    /// after it (an idle connection then holds none).
     compress: Option<Box<Compress>>,
     level: u32,
     side: Side,
@@ -33,16 +36,19 @@ impl Deflater {
     /// Compresses one message's payload.
     pub fn compress(&mut self, payload: &[u8]) -> Bytes {
         let (level, side) = (self.level, self.side);
+        // zlib cannot deflate with an 8-bit window; 9 bits is safe for an
+        // 8-bit peer, as zlib's matches reach back at most 2^9 - 262 bytes.
+        let bits = side.max_window_bits.max(9);
         let compress = self.compress.get_or_insert_with(|| {
-            // zlib cannot deflate with an 8-bit window; 9 bits is safe for an
-            // 8-bit peer, as zlib's matches reach back at most 2^9 - 262
-            // bytes.
-            let bits = side.max_window_bits.max(9);
-            Box::new(Compress::new_with_window_bits(
-                Compression::new(level),
-                false,
-                bits,
-            ))
+            if side.no_context_takeover {
+                pool::compressor(level, bits)
+            } else {
+                Box::new(Compress::new_with_window_bits(
+                    Compression::new(level),
+                    false,
+                    bits,
+                ))
+            }
         });
         let mut out = Vec::with_capacity(payload.len() / 2 + 64);
         let start = compress.total_in();
@@ -75,7 +81,9 @@ impl Deflater {
             out.push(0x00);
         }
         if self.side.no_context_takeover {
-            self.compress = None;
+            if let Some(compress) = self.compress.take() {
+                pool::give_back_compressor(level, bits, compress);
+            }
         }
         Bytes::from(out)
     }
