@@ -377,3 +377,25 @@ async fn broadcast_reaches_compressing_and_plain_receivers() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_compressed_frame_sent_with_the_upgrade_request_is_inflated() {
+    let server = start().await;
+    let mut compressor = Compress::new(Compression::default(), false);
+    let payload = compress(&mut compressor, b"right away");
+    let mut bytes = Upgrade::new(server.addr(), "/deflate")
+        .header("Sec-WebSocket-Extensions", "permessage-deflate")
+        .to_bytes();
+    bytes.extend(Frame::new(TEXT).rsv(0b100).with(&payload));
+    let mut raw = open(server.addr()).await;
+    raw.write_all(&bytes).await.unwrap();
+    let response = read_response(&mut raw, true).await;
+    assert_eq!(
+        response.header("sec-websocket-extensions"),
+        Some("permessage-deflate")
+    );
+    let echo = read_frame(&mut raw).await;
+    assert_eq!((echo.rsv, echo.opcode), (0b100, TEXT));
+    let mut decompressor = Decompress::new(false);
+    assert_eq!(inflate(&mut decompressor, &echo.payload), b"right away");
+}
