@@ -17,9 +17,10 @@
 //! with 1002 as before.
 //!
 //! Inflation is bounded: a message is inflated at most one byte past
-//! `max_message_size`, in chunks of [`CHUNK`] bytes, so a frame of a few
-//! bytes that would inflate to gigabytes costs one chunk of memory and ends
-//! the connection with 1009. Corrupt deflate data ends it with 1007.
+//! `max_message_size`, in chunks of [`CHUNK`] bytes, so a small frame that
+//! would inflate to gigabytes costs no more than a message at the limit
+//! (which tungstenite assembles) and ends the connection with 1009. Corrupt
+//! deflate data ends it with 1007.
 //!
 //! A connection without compression does not use the adapter at all (the
 //! state is `None` and every read goes straight to the stream), so it costs
