@@ -3,7 +3,15 @@
 //! ```text
 //! cargo run --release --example fanout -- [-n 10000] [-k 50] [--burst 20] [--bursts 5]
 //!     [--size 100] [--modes shared,naive[,ordered]] [--redis URL]
+//!     [--deflate off|shared|own]
 //! ```
+//!
+//! `--deflate` makes the receivers offer permessage-deflate and the server
+//! accept it: `shared` without server context takeover (a broadcast is
+//! compressed once for every receiver), `own` with it (each receiver's
+//! connection compresses the shared message with its own window; about
+//! 300 KiB of compressor per receiver, so keep `-n` small). The client
+//! inflates what it receives, one decompressor per receiver.
 //!
 //! Two processes, because N clients and N server sockets in one process
 //! would need 2N descriptors and open files are capped at 20 000 per process
@@ -46,7 +54,10 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use squall::{Application, Message, WebSocket, WebSocketHandler, WebSocketSender};
+use flate2::{Decompress, FlushDecompress};
+use squall::{
+    Application, CompressionOptions, Message, WebSocket, WebSocketHandler, WebSocketSender,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -66,6 +77,7 @@ struct Opts {
     size: usize,
     modes: Vec<&'static str>,
     redis: Option<String>,
+    deflate: &'static str,
 }
 
 fn parse(args: &[String]) -> Opts {
@@ -77,6 +89,7 @@ fn parse(args: &[String]) -> Opts {
         size: 100,
         modes: vec!["shared", "naive"],
         redis: None,
+        deflate: "off",
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -99,6 +112,14 @@ fn parse(args: &[String]) -> Opts {
             }
             "--size" => opts.size = value().parse().expect("--size BYTES"),
             "--redis" => opts.redis = Some(value()),
+            "--deflate" => {
+                opts.deflate = match value().as_str() {
+                    "off" => "off",
+                    "shared" => "shared",
+                    "own" => "own",
+                    other => panic!("unknown --deflate {other}"),
+                }
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -135,9 +156,18 @@ type Registry = Arc<Mutex<Vec<WebSocketSender>>>;
 
 struct Receiver {
     registry: Registry,
+    deflate: &'static str,
 }
 
 impl WebSocketHandler for Receiver {
+    fn compression_options(&self) -> Option<CompressionOptions> {
+        match self.deflate {
+            "shared" => Some(CompressionOptions::new().server_no_context_takeover(true)),
+            "own" => Some(CompressionOptions::new()),
+            _ => None,
+        }
+    }
+
     async fn open(&mut self, ws: &WebSocket) {
         ws.join(GROUP);
         self.registry
@@ -212,12 +242,14 @@ fn server(opts: Opts) -> std::io::Result<()> {
         let registry = Registry::default();
         let times = CallTimes::default();
         let size = opts.size;
+        let deflate = opts.deflate;
         let rx_registry = registry.clone();
         let ctl_registry = registry.clone();
         let ctl_times = times.clone();
         let receivers = Application::new()
             .websocket("/rx", move || Receiver {
                 registry: rx_registry.clone(),
+                deflate,
             })
             .websocket("/ctl", move || Control {
                 registry: ctl_registry.clone(),
@@ -347,12 +379,17 @@ impl Arrivals {
     }
 }
 
-async fn handshake(port: u16, path: &str) -> std::io::Result<(TcpStream, Vec<u8>)> {
+async fn handshake(port: u16, path: &str, deflate: bool) -> std::io::Result<(TcpStream, Vec<u8>)> {
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).await?;
     tcp.set_nodelay(true)?;
+    let offer = if deflate {
+        "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+    } else {
+        ""
+    };
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     );
     tcp.write_all(request.as_bytes()).await?;
     let mut buf = Vec::with_capacity(1024);
@@ -373,13 +410,15 @@ async fn handshake(port: u16, path: &str) -> std::io::Result<(TcpStream, Vec<u8>
     }
 }
 
-/// Reads server frames (unmasked), calling `on_text` with each text payload.
+/// Reads server frames (unmasked), calling `on_text` with each text payload
+/// (inflated first when it is compressed: one frame per message here).
 async fn read_frames(
     mut tcp: TcpStream,
     mut buf: Vec<u8>,
     mut on_text: impl FnMut(&[u8]),
 ) -> std::io::Result<()> {
     let mut chunk = vec![0u8; 16 * 1024];
+    let mut inflater: Option<(Decompress, Vec<u8>)> = None;
     loop {
         // Parse every complete frame in buf.
         let mut at = 0;
@@ -402,7 +441,20 @@ async fn read_frames(
             if frame.len() < header + len {
                 break;
             }
+            let compressed = frame[0] & 0x40 != 0;
             match opcode {
+                0x1 if compressed => {
+                    let (decompress, out) = inflater.get_or_insert_with(|| {
+                        (Decompress::new(false), Vec::with_capacity(64 * 1024))
+                    });
+                    let mut input = frame[header..header + len].to_vec();
+                    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+                    out.clear();
+                    decompress
+                        .decompress_vec(&input, out, FlushDecompress::Sync)
+                        .map_err(std::io::Error::other)?;
+                    on_text(out);
+                }
                 0x1 => on_text(&frame[header..header + len]),
                 0x8 => return Ok(()),
                 _ => {}
@@ -463,6 +515,8 @@ fn main() -> std::io::Result<()> {
         "server".to_owned(),
         "--size".to_owned(),
         opts.size.to_string(),
+        "--deflate".to_owned(),
+        opts.deflate.to_owned(),
     ];
     if let Some(url) = &opts.redis {
         child_args.extend(["--redis".to_owned(), url.clone()]);
@@ -485,14 +539,72 @@ fn main() -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let results = LocalSet::new().block_on(&runtime, run_client(&opts, rx_port, ctl_port));
+    let pid = child.id();
+    let results = LocalSet::new().block_on(&runtime, run_client(&opts, rx_port, ctl_port, pid));
+    let (results, cpu) = results?;
+    // Resident memory after the runs: with compression, what the receivers'
+    // compressors still hold (none without context takeover).
+    let rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .unwrap_or(0);
+    println!(
+        "server RSS after the runs (deflate {}): {} KiB, {:.1} KiB per receiver",
+        opts.deflate,
+        rss_kib,
+        rss_kib as f64 / opts.n as f64
+    );
+    let modes = if opts.redis.is_some() {
+        1
+    } else {
+        opts.modes.len()
+    };
+    // Timed and untimed rounds and bursts (warm-up commands left out).
+    let deliveries = opts.n * modes * (opts.k + opts.burst * (opts.bursts + 1));
+    println!(
+        "server CPU once every receiver is connected (deflate {}): {:.2} s for about {} deliveries, {:.2} us per delivery",
+        opts.deflate,
+        cpu,
+        deliveries,
+        cpu * 1e6 / deliveries.max(1) as f64
+    );
     drop(child.stdin.take()); // the server exits on EOF
     let _ = child.wait();
-    report(&opts, &results?);
+    report(&opts, &results);
     Ok(())
 }
 
-async fn run_client(opts: &Opts, rx_port: u16, ctl_port: u16) -> std::io::Result<Vec<ModeResult>> {
+/// User plus system CPU seconds of process `pid` so far (0 if unreadable).
+fn process_cpu(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz.max(1.0)
+}
+
+/// Runs the modes; returns their results and the server's CPU seconds from
+/// the moment every receiver was connected.
+async fn run_client(
+    opts: &Opts,
+    rx_port: u16,
+    ctl_port: u16,
+    server_pid: u32,
+) -> std::io::Result<(Vec<ModeResult>, f64)> {
     let modes: Vec<&'static str> = if opts.redis.is_some() {
         vec!["redis"]
     } else {
@@ -511,13 +623,14 @@ async fn run_client(opts: &Opts, rx_port: u16, ctl_port: u16) -> std::io::Result
 
     // Open N receivers, at most 128 handshakes at a time.
     let started = Instant::now();
+    let deflate = opts.deflate != "off";
     let gate = Rc::new(tokio::sync::Semaphore::new(128));
     for _ in 0..opts.n {
         let arrivals = arrivals.clone();
         let gate = gate.clone();
         tokio::task::spawn_local(async move {
             let permit = gate.acquire().await;
-            let (tcp, rest) = match handshake(rx_port, "/rx").await {
+            let (tcp, rest) = match handshake(rx_port, "/rx", deflate).await {
                 Ok(ok) => ok,
                 Err(error) => {
                     eprintln!("receiver failed to connect: {error}");
@@ -550,8 +663,9 @@ async fn run_client(opts: &Opts, rx_port: u16, ctl_port: u16) -> std::io::Result
         }
     }
     eprintln!("{} receivers ready in {:.2?}", opts.n, started.elapsed());
+    let cpu_before = process_cpu(server_pid);
 
-    let (mut ctl, _) = handshake(ctl_port, "/ctl").await?;
+    let (mut ctl, _) = handshake(ctl_port, "/ctl", false).await?;
     let mut seq = 1usize;
     let mut results = Vec::new();
     for mode in modes {
@@ -618,7 +732,7 @@ async fn run_client(opts: &Opts, rx_port: u16, ctl_port: u16) -> std::io::Result
             bursts,
         });
     }
-    Ok(results)
+    Ok((results, process_cpu(server_pid) - cpu_before))
 }
 
 async fn wait_until(

@@ -3,16 +3,25 @@
 //! settings otherwise.
 //!
 //! ```text
-//! cargo run --release --example bench_echo -- 127.0.0.1:9001 [--max-message-size BYTES] [--page-bytes BYTES]
+//! cargo run --release --example bench_echo -- 127.0.0.1:9001 [--max-message-size BYTES] [--page-bytes BYTES] [--deflate]
 //! ```
 //!
-//! One tokio thread, as the benchmark pins the server to one core.
+//! `--deflate` accepts permessage-deflate (default settings) for Autobahn's
+//! 12.* and 13.* cases and the compression benchmarks. One tokio thread, as
+//! the benchmark pins the server to one core.
 
-use squall::{Application, Message, WebSocket, WebSocketHandler};
+use squall::{Application, CompressionOptions, Message, WebSocket, WebSocketHandler};
 
-struct Echo;
+#[derive(Clone, Copy)]
+struct Echo {
+    deflate: bool,
+}
 
 impl WebSocketHandler for Echo {
+    fn compression_options(&self) -> Option<CompressionOptions> {
+        self.deflate.then(CompressionOptions::new)
+    }
+
     async fn on_message(&mut self, ws: &WebSocket, message: Message) {
         ws.write_message(message).await.ok();
     }
@@ -21,25 +30,36 @@ impl WebSocketHandler for Echo {
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:9001".to_owned());
-    let mut app = Application::new()
-        .websocket("/", || Echo)
-        .websocket("/{*path}", || Echo);
+    let mut app = Application::new();
+    let mut echo = Echo { deflate: false };
     while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next().and_then(|v| v.parse().ok())) {
-            ("--max-message-size", Some(bytes)) => app = app.websocket_max_message_size(bytes),
+        match arg.as_str() {
+            "--deflate" => echo.deflate = true,
+            "--max-message-size" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(bytes) => app = app.websocket_max_message_size(bytes),
+                None => usage(),
+            },
             // A plain page of BYTES at /page, for the soak's clients that
             // stop reading responses.
-            ("--page-bytes", Some(bytes)) => app = app.page("/page", vec![b'x'; bytes]),
-            _ => {
-                eprintln!(
-                    "usage: bench_echo HOST:PORT [--max-message-size BYTES] [--page-bytes BYTES]"
-                );
-                std::process::exit(2);
-            }
+            "--page-bytes" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(bytes) => app = app.page("/page", vec![b'x'; bytes]),
+                None => usage(),
+            },
+            _ => usage(),
         }
     }
+    let app = app
+        .websocket("/", move || echo)
+        .websocket("/{*path}", move || echo);
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(app.listen(addr))
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: bench_echo HOST:PORT [--max-message-size BYTES] [--page-bytes BYTES] [--deflate]"
+    );
+    std::process::exit(2);
 }

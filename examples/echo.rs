@@ -5,15 +5,26 @@
 //! ```text
 //! cargo run --example echo              # http://127.0.0.1:8888/
 //! cargo run --example echo -- 0.0.0.0:9000
+//! cargo run --example echo -- 127.0.0.1:8888 --deflate
 //! ```
+//!
+//! With `--deflate` the handler accepts permessage-deflate (Tornado's
+//! `get_compression_options`); the page shows what the browser agreed to
+//! (`WebSocket.extensions`).
 
 use std::time::Duration;
 
 use squall::prelude::*;
 
-struct EchoWebSocket;
+struct EchoWebSocket {
+    deflate: bool,
+}
 
 impl WebSocketHandler for EchoWebSocket {
+    fn compression_options(&self) -> Option<CompressionOptions> {
+        self.deflate.then(CompressionOptions::new)
+    }
+
     async fn open(&mut self, ws: &WebSocket) {
         tracing::info!(remote = %ws.remote_addr(), "WebSocket opened");
     }
@@ -46,12 +57,16 @@ async fn main() -> std::io::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let addr = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let deflate = args.iter().any(|a| a == "--deflate");
+    let addr = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .cloned()
         .unwrap_or_else(|| "127.0.0.1:8888".to_owned());
     Application::new()
         .page("/", include_str!("echo/web.html"))
-        .websocket("/socket/", || EchoWebSocket)
+        .websocket("/socket/", move || EchoWebSocket { deflate })
         .websocket_ping_interval(Duration::from_secs(1))
         .listen(addr)
         .await

@@ -7,6 +7,9 @@
 //!   through the real connection engine (`engine::run`) over an in-memory
 //!   duplex stream, with an echoing handler. Every input must end the
 //!   connection (the input ends with EOF) within a bound: a hang panics.
+//!   Each input runs twice: on a plain connection, and on one with
+//!   permessage-deflate agreed (parameters picked from the input's length),
+//!   so the inflating reader below tungstenite sees every input too.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -16,7 +19,8 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::application::Application;
-use crate::engine;
+use crate::deflate::{Agreed, Side};
+use crate::engine::{self, Agreements};
 use crate::front::head_rules::check_head;
 use crate::front::http1::{encode_response, parse_head, HeadError};
 use crate::handler::WebSocketHandler;
@@ -113,6 +117,37 @@ pub fn request_head(data: &[u8]) -> Vec<u8> {
 /// If the connection does not finish within a few seconds (a hang), or the
 /// library panics.
 pub fn frame_input(data: &[u8]) {
+    run_frames(data, None);
+    let side = |no_context_takeover, max_window_bits| Side {
+        no_context_takeover,
+        max_window_bits,
+    };
+    let agreed = match data.len() % 4 {
+        0 => Agreed {
+            ours: side(false, 15),
+            theirs: side(false, 15),
+            level: 6,
+        },
+        1 => Agreed {
+            ours: side(true, 9),
+            theirs: side(true, 9),
+            level: 1,
+        },
+        2 => Agreed {
+            ours: side(false, 8),
+            theirs: side(true, 15),
+            level: 9,
+        },
+        _ => Agreed {
+            ours: side(true, 15),
+            theirs: side(false, 10),
+            level: 0,
+        },
+    };
+    run_frames(data, Some(agreed));
+}
+
+fn run_frames(data: &[u8], deflate: Option<Agreed>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -122,11 +157,15 @@ pub fn frame_input(data: &[u8]) {
         let (client, server) = tokio::io::duplex(16 * 1024);
         let request = http::Request::get("/socket/").body(()).expect("request");
         let route = crate::telemetry::RouteTelemetry::new("/socket/");
+        let agreements = Agreements {
+            subprotocol: None,
+            deflate,
+        };
         let (context, io) = engine::establish(
             Stream::duplex(server),
             Vec::new(),
             request,
-            None,
+            agreements,
             app.env(),
             &route,
         )

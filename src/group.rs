@@ -5,11 +5,18 @@
 //! buffer (a reference count, not a copy), and each receiver is reached with
 //! a non-waiting send, so a slow receiver meets the overflow policy and never
 //! holds up the others. Connections leave all their groups when they close.
+//!
+//! With permessage-deflate, receivers that compress every message afresh
+//! (no context takeover) and agreed the same level and window get one frame
+//! compressed once for them all; receivers with context takeover compress
+//! the shared message on their own connection, each with its own window.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::deflate::write::compress_shared;
+use crate::deflate::SharedKey;
 use crate::message::Message;
 use crate::sender::{ConnectionId as MemberId, WebSocketSender};
 
@@ -87,10 +94,14 @@ impl Groups {
         let Some(members) = groups.get(group) else {
             return 0;
         };
+        let mut compressed = Compressed::default();
         members
             .iter()
             .filter(|(id, _)| Some(**id) != exclude)
-            .filter(|(_, entry)| entry.sender.send_shared(wire.clone()).is_ok())
+            .filter(|(_, entry)| {
+                let message = compressed.for_sender(&entry.sender, &wire);
+                entry.sender.send_shared(message).is_ok()
+            })
             .count()
     }
 
@@ -107,12 +118,41 @@ impl Groups {
         let Some(members) = groups.get(group) else {
             return 0;
         };
+        let mut compressed = Compressed::default();
         members
             .iter()
             .filter(|(id, _)| Some(**id) != exclude)
             .filter(|(_, entry)| entry.floor.fetch_max(offset, Ordering::Relaxed) < offset)
-            .filter(|(_, entry)| entry.sender.send_shared(wire.clone()).is_ok())
+            .filter(|(_, entry)| {
+                let message = compressed.for_sender(&entry.sender, &wire);
+                entry.sender.send_shared(message).is_ok()
+            })
             .count()
+    }
+}
+
+/// One broadcast's compressed frames, one per key among its receivers
+/// without context takeover (usually none or one).
+#[derive(Default)]
+struct Compressed(Vec<(SharedKey, tungstenite::Message)>);
+
+impl Compressed {
+    /// What goes to `sender`: the shared compressed frame for its key, or
+    /// the plain message (which its connection compresses, if it does).
+    fn for_sender(
+        &mut self,
+        sender: &WebSocketSender,
+        wire: &tungstenite::Message,
+    ) -> tungstenite::Message {
+        let Some(key) = sender.shared_deflate() else {
+            return wire.clone();
+        };
+        if let Some((_, frame)) = self.0.iter().find(|(k, _)| *k == key) {
+            return frame.clone();
+        }
+        let frame = compress_shared(key, wire);
+        self.0.push((key, frame.clone()));
+        frame
     }
 }
 

@@ -4,6 +4,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 
+use crate::deflate::CompressionOptions;
 use crate::message::Message;
 use crate::request::TrustedOrigins;
 use crate::websocket::WebSocket;
@@ -141,6 +142,38 @@ pub trait WebSocketHandler: Send + 'static {
     /// is a bug; squall refuses it with a 500 rather than break the client.
     fn select_subprotocol(&self, subprotocols: &[&str]) -> Option<String> {
         let _ = subprotocols;
+        None
+    }
+
+    /// Whether this endpoint accepts permessage-deflate (RFC 7692), and how:
+    /// Tornado's `get_compression_options`. `None`, the default, declines
+    /// every offer, as Tornado does. With options, the first offer the
+    /// client makes that squall can keep to is accepted; an offer with an
+    /// unknown parameter is skipped and a malformed header declines
+    /// compression (the upgrade itself goes on either way).
+    ///
+    /// ```
+    /// use squall::{CompressionOptions, Message, WebSocket, WebSocketHandler};
+    ///
+    /// struct Chat;
+    ///
+    /// impl WebSocketHandler for Chat {
+    ///     fn compression_options(&self) -> Option<CompressionOptions> {
+    ///         Some(CompressionOptions::new().server_no_context_takeover(true))
+    ///     }
+    ///
+    ///     async fn on_message(&mut self, ws: &WebSocket, msg: Message) {
+    ///         ws.write_message(msg).await.ok();
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// Messages the handler writes are then compressed (control frames
+    /// never are), and compressed messages from the client are inflated
+    /// before `on_message`, never past
+    /// [`websocket_max_message_size`](crate::Application::websocket_max_message_size)
+    /// (close 1009). See [`CompressionOptions`] for the memory it costs.
+    fn compression_options(&self) -> Option<CompressionOptions> {
         None
     }
 

@@ -15,7 +15,8 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{header, HeaderMap, Method, Response, StatusCode};
 
-use crate::engine::{self, BoxFuture, Env};
+use crate::deflate::{self, Agreed};
+use crate::engine::{self, Agreements, BoxFuture, Env};
 use crate::handler::WebSocketHandler;
 use crate::request::TrustedOrigins;
 use crate::response::text_response;
@@ -96,11 +97,19 @@ impl Accepted {
         request: http::Request<()>,
         env: Env,
     ) -> BoxFuture<()> {
+        let Negotiated {
+            subprotocol,
+            deflate,
+            ..
+        } = self.negotiated;
         self.handler.launch(
             stream,
             read_ahead,
             request,
-            self.negotiated.subprotocol,
+            Agreements {
+                subprotocol,
+                deflate: deflate.map(|agreed| agreed.0),
+            },
             env,
             self.route,
         )
@@ -114,7 +123,7 @@ trait Launch: Send {
         stream: Stream,
         read_ahead: Vec<u8>,
         request: http::Request<()>,
-        subprotocol: Option<String>,
+        agreements: Agreements,
         env: Env,
         route: Arc<RouteTelemetry>,
     ) -> BoxFuture<()>;
@@ -126,13 +135,13 @@ impl<H: WebSocketHandler> Launch for H {
         stream: Stream,
         read_ahead: Vec<u8>,
         request: http::Request<()>,
-        subprotocol: Option<String>,
+        agreements: Agreements,
         env: Env,
         route: Arc<RouteTelemetry>,
     ) -> BoxFuture<()> {
         Box::pin(async move {
             let (context, connection) =
-                engine::establish(stream, read_ahead, request, subprotocol, &env, &route).await;
+                engine::establish(stream, read_ahead, request, agreements, &env, &route).await;
             drop(env);
             drop(route);
             engine::run(*self, context, connection).await
@@ -285,6 +294,10 @@ pub(crate) struct Negotiated {
     /// `Sec-WebSocket-Accept` for HTTP/1.1; HTTP/2 has no key.
     pub accept_key: Option<String>,
     pub subprotocol: Option<String>,
+    /// permessage-deflate, when agreed: the parameters and the exact
+    /// `Sec-WebSocket-Extensions` response value (boxed: most connections
+    /// have none, and the front holds this across the 101's write).
+    pub deflate: Option<Box<(Agreed, String)>>,
 }
 
 /// Checks an upgrade request in Tornado's order, after the HTTP version
@@ -363,9 +376,18 @@ pub(crate) fn negotiate<H: WebSocketHandler>(
             chosen => chosen,
         }
     };
+    // A declined offer is not an error: the upgrade goes on uncompressed.
+    let deflate = handler.compression_options().and_then(|options| {
+        deflate::accept_offer(
+            headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS).iter(),
+            &options,
+        )
+        .map(Box::new)
+    });
     Ok(Negotiated {
         accept_key,
         subprotocol,
+        deflate,
     })
 }
 
@@ -385,6 +407,11 @@ pub(crate) fn switching_protocols(accepted: &Negotiated) -> Vec<u8> {
     if let Some(protocol) = &accepted.subprotocol {
         head.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
         head.extend_from_slice(protocol.as_bytes());
+    }
+    if let Some(agreed) = &accepted.deflate {
+        let extension = &agreed.1;
+        head.extend_from_slice(b"\r\nSec-WebSocket-Extensions: ");
+        head.extend_from_slice(extension.as_bytes());
     }
     head.extend_from_slice(b"\r\n\r\n");
     head

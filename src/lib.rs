@@ -67,6 +67,7 @@ pub mod bench_support;
 mod broker;
 mod client;
 mod client_limits;
+mod deflate;
 mod engine;
 mod error;
 mod forwarded;
@@ -109,6 +110,7 @@ mod websocket;
 pub use application::Application;
 pub use broker::{Broker, Delivery};
 pub use client::{connect, Client, ClientError, ClientSender, ConnectOptions, MAX_REFUSAL_BODY};
+pub use deflate::CompressionOptions;
 pub use error::WriteError;
 pub use front::server::Server;
 #[cfg(feature = "hyper")]

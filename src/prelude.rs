@@ -36,6 +36,6 @@
 
 pub use crate::http;
 pub use crate::{
-    Application, Bytes, CurrentUser, Message, RequestExt, WebSocket, WebSocketHandler,
-    WebSocketSender, WriteError,
+    Application, Bytes, CompressionOptions, CurrentUser, Message, RequestExt, WebSocket,
+    WebSocketHandler, WebSocketSender, WriteError,
 };

@@ -23,6 +23,7 @@ use std::task::Waker;
 
 use futures_util::task::AtomicWaker;
 
+use crate::deflate::SharedKey;
 use crate::error::WriteError;
 use crate::message::Utf8Bytes;
 use crate::settings::OverflowPolicy;
@@ -65,6 +66,10 @@ pub(crate) struct SendQueue {
     closing: AtomicBool,
     close_requested: AtomicBool,
     overflow: OverflowPolicy,
+    /// permessage-deflate without context takeover: broadcasts to this
+    /// connection can share a frame compressed under this key (two bytes,
+    /// which fit in the struct's padding).
+    shared_deflate: Option<SharedKey>,
 }
 
 impl SendQueue {
@@ -77,7 +82,18 @@ impl SendQueue {
             closing: AtomicBool::new(false),
             close_requested: AtomicBool::new(false),
             overflow,
+            shared_deflate: None,
         }
+    }
+
+    /// Sets the key broadcasts may share compressed frames under.
+    pub fn set_shared_deflate(&mut self, key: Option<SharedKey>) {
+        self.shared_deflate = key;
+    }
+
+    /// The key broadcasts may share compressed frames under, if any.
+    pub fn shared_deflate(&self) -> Option<SharedKey> {
+        self.shared_deflate
     }
 
     fn lock(&self) -> MutexGuard<'_, Items> {

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::deflate::SharedKey;
 use crate::error::WriteError;
 use crate::message::Message;
 use crate::send_queue::SendQueue;
@@ -38,6 +39,11 @@ pub(crate) type ConnectionId = usize;
 impl WebSocketSender {
     pub(crate) fn new(queue: Arc<SendQueue>) -> Self {
         WebSocketSender { queue }
+    }
+
+    /// The key to share compressed broadcasts under, if any.
+    pub(crate) fn shared_deflate(&self) -> Option<SharedKey> {
+        self.queue.shared_deflate()
     }
 
     pub(crate) fn queue(&self) -> &SendQueue {

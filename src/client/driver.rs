@@ -23,13 +23,16 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::deflate::read::Inflating;
 use crate::engine::close::{close_for, Phase};
 use crate::engine::linger::poll_linger;
 use crate::engine::outgoing;
 use crate::message::Message;
 use crate::send_queue::SendQueue;
 
-pub(super) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// The client's socket: TCP or TLS, with compressed messages inflated below
+/// tungstenite when permessage-deflate was agreed.
+pub(super) type Socket = WebSocketStream<Inflating<MaybeTlsStream<TcpStream>>>;
 
 /// Most messages held for a reader that is not reading; past this (or past
 /// the message size limit in bytes) the task stops reading and TCP pushes

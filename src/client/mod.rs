@@ -1,7 +1,9 @@
 //! A WebSocket client: Tornado's `websocket_connect`, with the same
 //! [`Message`] type and the same bounded send queue as the server side.
 //!
-//! tokio-tungstenite does the handshake; from then on one spawned task owns
+//! tokio-tungstenite does the handshake (over squall's own TCP or TLS
+//! stream, wrapped in the inflating adapter of `deflate/read.rs` so that
+//! permessage-deflate can be offered); from then on one spawned task owns
 //! the socket (`driver.rs`), as a connection task does on the server. The
 //! [`Client`] reads what that task delivers, and any number of
 //! [`ClientSender`]s (from [`Client::sender`]) write through the send queue
@@ -16,6 +18,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use tungstenite::client::IntoClientRequest;
 
+use tokio::net::TcpStream;
+use tokio_tungstenite::MaybeTlsStream;
+
+use crate::deflate::read::{InflateConfig, Inflating};
+use crate::deflate::write::Deflater;
+use crate::deflate::{self, CompressionOptions};
 use crate::error::WriteError;
 use crate::message::Message;
 use crate::send_queue::SendQueue;
@@ -151,6 +159,7 @@ pub struct ConnectOptions {
     max_queued_messages: usize,
     max_queued_bytes: usize,
     overflow: OverflowPolicy,
+    compression: Option<CompressionOptions>,
     #[cfg(feature = "tls")]
     tls: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
 }
@@ -176,9 +185,18 @@ impl ConnectOptions {
             max_queued_messages: 1024,
             max_queued_bytes: 1024 * 1024,
             overflow: OverflowPolicy::Reject,
+            compression: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
+    }
+
+    /// Offers permessage-deflate (RFC 7692) with these settings. If the
+    /// server accepts, messages are compressed both ways
+    /// ([`Client::compression_agreed`] tells). Default: not offered.
+    pub fn compression(mut self, options: CompressionOptions) -> Self {
+        self.compression = Some(options);
+        self
     }
 
     /// Adds a header to the upgrade request (`Origin`, `Cookie`,
@@ -269,19 +287,27 @@ impl ConnectOptions {
                 .headers_mut()
                 .insert(http::header::SEC_WEBSOCKET_PROTOCOL, offered);
         }
+        if let Some(options) = &self.compression {
+            let offer = http::HeaderValue::from_str(&options.offer())
+                .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
+            request
+                .headers_mut()
+                .insert(http::header::SEC_WEBSOCKET_EXTENSIONS, offer);
+        }
         let config = tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size));
-        #[cfg(feature = "tls")]
-        let connecting = tokio_tungstenite::connect_async_tls_with_config(
-            request,
-            Some(config),
-            true,
-            self.tls.clone().map(tokio_tungstenite::Connector::Rustls),
-        );
-        #[cfg(not(feature = "tls"))]
-        let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
-        let (ws, response) = tokio::time::timeout(self.connect_timeout, connecting)
+        let connecting = async {
+            let stream = self.open_stream(&request).await?;
+            tokio_tungstenite::client_async_with_config(
+                request,
+                Inflating::fenced(stream),
+                Some(config),
+            )
+            .await
+            .map_err(ClientError::from)
+        };
+        let (mut ws, response) = tokio::time::timeout(self.connect_timeout, connecting)
             .await
             .map_err(|_| ClientError::Protocol("connect timed out".into()))??;
         let subprotocol = response
@@ -289,6 +315,28 @@ impl ConnectOptions {
             .get(http::header::SEC_WEBSOCKET_PROTOCOL)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let extensions = response
+            .headers()
+            .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS);
+        let agreed = match &self.compression {
+            Some(options) => {
+                deflate::read_answer(extensions.iter(), options).map_err(ClientError::Protocol)?
+            }
+            None if extensions.iter().next().is_some() => {
+                return Err(ClientError::Protocol(
+                    "the server chose an extension that was not offered".into(),
+                ))
+            }
+            None => None,
+        };
+        ws.get_mut().activate(agreed.map(|agreed| {
+            let config = InflateConfig {
+                peer: agreed.theirs,
+                masked: false,
+                max_message_size: self.max_message_size,
+            };
+            (config, Deflater::new(agreed.ours, agreed.level))
+        }));
 
         let queue = Arc::new(SendQueue::new(
             self.max_queued_messages,
@@ -305,7 +353,64 @@ impl ConnectOptions {
             link,
             sender,
             subprotocol,
+            compression: agreed.is_some(),
         })
+    }
+
+    /// The TCP (or TLS) connection to the request's host.
+    async fn open_stream(
+        &self,
+        request: &http::Request<()>,
+    ) -> Result<MaybeTlsStream<TcpStream>, ClientError> {
+        let uri = request.uri();
+        let host = uri
+            .host()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            .ok_or_else(|| ClientError::InvalidRequest("no host in the URL".into()))?;
+        let secure = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            _ => {
+                return Err(ClientError::InvalidRequest(
+                    "the URL must be ws:// or wss://".into(),
+                ))
+            }
+        };
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let tcp = TcpStream::connect((host, port))
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        if !secure {
+            return Ok(MaybeTlsStream::Plain(tcp));
+        }
+        #[cfg(feature = "tls")]
+        {
+            use tokio_rustls::rustls;
+            let config = self.tls.clone().unwrap_or_else(|| {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                std::sync::Arc::new(
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(roots)
+                        .with_no_client_auth(),
+                )
+            });
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            Ok(MaybeTlsStream::Rustls(tls))
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            drop(tcp);
+            Err(ClientError::InvalidRequest(
+                "wss:// needs squall's `tls` feature".into(),
+            ))
+        }
     }
 }
 
@@ -368,6 +473,8 @@ pub struct Client {
     link: Arc<Link>,
     sender: ClientSender,
     subprotocol: Option<String>,
+    /// Whether permessage-deflate was agreed.
+    compression: bool,
 }
 
 impl Client {
@@ -434,6 +541,12 @@ impl Client {
     pub fn selected_subprotocol(&self) -> Option<&str> {
         self.subprotocol.as_deref()
     }
+
+    /// Whether the server accepted permessage-deflate
+    /// ([`ConnectOptions::compression`]).
+    pub fn compression_agreed(&self) -> bool {
+        self.compression
+    }
 }
 
 impl Drop for Client {
@@ -446,6 +559,7 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("subprotocol", &self.subprotocol)
+            .field("compression", &self.compression)
             .field("closed", &self.is_closed())
             .field("close_code", &self.close_code())
             .finish()

@@ -23,6 +23,9 @@ use super::outgoing;
 use super::own_frames::{control_frame_len, OwnFrames, MAX_CONTROL_FRAME};
 use super::rate_limit::RateLimiter;
 use super::shutdown::Shutdown;
+use crate::deflate::read::{InflateConfig, Inflating};
+use crate::deflate::write::Deflater;
+use crate::deflate::Agreed;
 use crate::message::{close_code, Message, Utf8Bytes};
 use crate::send_queue::SendQueue;
 use crate::stream::Stream;
@@ -38,6 +41,18 @@ const ABNORMAL: u16 = 1006;
 /// The source of connection ids (for spans): 1, 2, 3… per process.
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
+/// What the handshake settled that the connection needs.
+pub(crate) struct Agreements {
+    pub subprotocol: Option<String>,
+    /// permessage-deflate, when agreed.
+    pub deflate: Option<Agreed>,
+}
+
+/// The socket as the engine reads it: 1014 close codes made readable
+/// (`close_codes.rs`), then compressed messages inflated when
+/// permessage-deflate was agreed (`deflate/read.rs`), below tungstenite.
+pub(super) type Wire = Inflating<CloseCodes<Stream>>;
+
 /// Wraps an upgraded stream (and any bytes read past the request head) as a
 /// WebSocket: the handler's context and the engine side, ready for
 /// [`run`](super::run).
@@ -45,14 +60,32 @@ pub(crate) async fn establish(
     stream: Stream,
     read_ahead: Vec<u8>,
     request: http::Request<()>,
-    subprotocol: Option<String>,
+    agreements: Agreements,
     env: &Env,
     route: &RouteTelemetry,
 ) -> (WebSocket, Connection) {
     let settings = &env.settings;
+    let Agreements {
+        subprotocol,
+        deflate,
+    } = agreements;
     let mut stream = CloseCodes::new(stream);
     let mut read_ahead = read_ahead;
     stream.scan(&mut read_ahead);
+    let stream = match deflate {
+        None => Inflating::plain(stream),
+        Some(agreed) => {
+            // The bytes read past the request head go through the adapter
+            // too: a client may send a compressed message right away.
+            let config = InflateConfig {
+                peer: agreed.theirs,
+                masked: true,
+                max_message_size: settings.max_message_size,
+            };
+            let deflater = Deflater::new(agreed.ours, agreed.level);
+            Inflating::new(stream, config, deflater, std::mem::take(&mut read_ahead))
+        }
+    };
     let ws = WebSocketStream::from_partially_read(
         stream,
         read_ahead,
@@ -60,11 +93,13 @@ pub(crate) async fn establish(
         Some(settings.websocket_config()),
     )
     .await;
-    let queue = Arc::new(SendQueue::new(
+    let mut queue = SendQueue::new(
         settings.max_queued_messages,
         settings.max_queued_bytes,
         settings.overflow,
-    ));
+    );
+    queue.set_shared_deflate(deflate.and_then(|agreed| agreed.shared_key()));
+    let queue = Arc::new(queue);
     let connection = Connection {
         ws,
         queue: queue.clone(),
@@ -88,7 +123,7 @@ pub(crate) async fn establish(
 
 /// The engine side of a connection: the socket and everything that moves it.
 pub(crate) struct Connection {
-    ws: WebSocketStream<CloseCodes<Stream>>,
+    ws: WebSocketStream<Wire>,
     queue: Arc<SendQueue>,
     pub(super) inbox: Inbox,
     phase: Phase,
@@ -241,7 +276,8 @@ impl Connection {
         }
 
         if let Phase::Lingering { shut_down, .. } = &mut self.phase {
-            if linger::poll_linger(self.ws.get_mut().get_mut(), cx, shut_down).is_ready() {
+            if linger::poll_linger(self.ws.get_mut().get_mut().get_mut(), cx, shut_down).is_ready()
+            {
                 return self.closed();
             }
         }
@@ -355,7 +391,7 @@ impl Connection {
                 let echo = frame.as_ref().map_or(0, |f| 2 + f.reason.len());
                 self.own.written(&self.queue, control_frame_len(echo));
                 // A 1014 reached tungstenite as 1000 (`close_codes.rs`).
-                let bad_gateway = self.ws.get_ref().saw_bad_gateway();
+                let bad_gateway = self.ws.get_ref().get_ref().saw_bad_gateway();
                 let code = match frame.as_ref().map(|f| u16::from(f.code)) {
                     Some(close_code::NORMAL) if bad_gateway => close_code::BAD_GATEWAY,
                     Some(code) => code,

@@ -43,7 +43,7 @@ mod shutdown;
 use std::future::Future;
 use std::pin::Pin;
 
-pub(crate) use connection::establish;
+pub(crate) use connection::{establish, Agreements};
 pub(crate) use driver::run;
 pub(crate) use env::Env;
 

@@ -16,6 +16,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 
 use super::close::Phase;
+use crate::deflate::read::Inflating;
+use crate::deflate::write::compress_message;
 use crate::send_queue::{Outbound, Popped, SendQueue};
 
 /// Moves queued messages into the write buffer (no syscall yet, unless the
@@ -23,8 +25,10 @@ use crate::send_queue::{Outbound, Popped, SendQueue};
 /// queue is empty, and moves the phase on. `Ok(true)` if anything was
 /// queued for the socket (a flush is due), `Err` if the socket failed.
 /// `sent` hears the payload length of each message fed (for metrics).
+/// With permessage-deflate agreed, data messages are compressed on the way
+/// (those a broadcast compressed already come as frames and pass as they are).
 pub(crate) fn poll_feed<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocketStream<S>,
+    ws: &mut WebSocketStream<Inflating<S>>,
     queue: &SendQueue,
     phase: &mut Phase,
     close_timeout: Duration,
@@ -41,6 +45,10 @@ pub(crate) fn poll_feed<S: AsyncRead + AsyncWrite + Unpin>(
         match queue.pop() {
             Popped::Message(Outbound { message, .. }) => {
                 let len = message.len();
+                let message = match ws.get_mut().deflater() {
+                    Some(deflater) => compress_message(deflater, message),
+                    None => message,
+                };
                 match Pin::new(&mut *ws).start_send(message) {
                     Ok(()) => {
                         fed = true;

@@ -254,7 +254,8 @@ fn via(request: &Request<()>) -> Via {
 }
 
 /// The answer to an accepted upgrade: 101 with the accept key over
-/// HTTP/1.1, 200 over HTTP/2; the chosen subprotocol either way.
+/// HTTP/1.1, 200 over HTTP/2; the chosen subprotocol and the agreed
+/// permessage-deflate parameters either way.
 fn accepted_response(negotiated: &Negotiated, via: Via) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));
     let headers = response.headers_mut();
@@ -275,6 +276,13 @@ fn accepted_response(negotiated: &Negotiated, via: Via) -> Response<Full<Bytes>>
         .and_then(|p| HeaderValue::from_str(p).ok())
     {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    if let Some(extension) = negotiated
+        .deflate
+        .as_ref()
+        .and_then(|agreed| HeaderValue::from_str(&agreed.1).ok())
+    {
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, extension);
     }
     if via == Via::Http1 {
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

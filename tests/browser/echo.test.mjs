@@ -1,10 +1,13 @@
 // Headless-Chromium test of the echo example's page (examples/echo/web.html).
 //
-// Starts the echo server, opens its page, clicks connect / send / close and
-// checks the page's log. Environment knobs:
+// Starts the echo server twice (as it is, and with `--deflate`, where the
+// handler opts in to permessage-deflate), opens its page, clicks connect /
+// send / close and checks the page's log and the extensions Chromium agreed
+// to (`WebSocket.extensions`). Environment knobs:
 //   ECHO_CMD                 shell command that starts the server; "{addr}" is
-//                            replaced by 127.0.0.1:PORT. Default:
-//                            cargo run --quiet --example echo -- {addr}
+//                            replaced by 127.0.0.1:PORT and "{flags}" by the
+//                            mode's flags. Default:
+//                            cargo run --quiet --example echo -- {addr} {flags}
 //   ECHO_START_TIMEOUT_MS    how long to wait for the port to accept TCP
 //                            connections (default 600000: a first cargo build
 //                            is slow)
@@ -26,10 +29,13 @@ const STEP_TIMEOUT = Number(process.env.BROWSER_STEP_TIMEOUT_MS ?? 15_000);
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const SCREENSHOT = path.join(ROOT, 'target', 'browser', 'echo.png');
 
-let server = null; // child process, leader of its own process group
-let serverExit = null; // promise resolved with the exit code/signal
+// One server per mode: { flags, server (child process, leader of its own
+// process group), serverExit (promise of its exit), addr }.
+const MODES = [
+  { name: 'plain', flags: [], extensions: 'none' },
+  { name: 'deflate', flags: ['--deflate'], extensions: 'permessage-deflate' },
+];
 let browser = null;
-let addr = null;
 
 // Ask the kernel for a free port, then release it for the server to take.
 function freePort() {
@@ -51,28 +57,29 @@ function tryConnect(port) {
   });
 }
 
-function startServer(address) {
+function startServer(mode, address) {
   const opts = { cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'] };
   const child = process.env.ECHO_CMD
-    ? spawn('sh', ['-c', process.env.ECHO_CMD.replaceAll('{addr}', address)], opts)
-    : spawn('cargo', ['run', '--quiet', '--example', 'echo', '--', address], opts);
+    ? spawn('sh', ['-c', process.env.ECHO_CMD.replaceAll('{addr}', address)
+      .replaceAll('{flags}', mode.flags.join(' '))], opts)
+    : spawn('cargo', ['run', '--quiet', '--example', 'echo', '--', address, ...mode.flags], opts);
   // The server's output goes to our stderr, which the test runner shows.
   for (const stream of [child.stdout, child.stderr]) {
     readline.createInterface({ input: stream })
-      .on('line', (line) => process.stderr.write(`[server] ${line}\n`));
+      .on('line', (line) => process.stderr.write(`[server ${mode.name}] ${line}\n`));
   }
-  serverExit = new Promise((resolve) => {
+  mode.serverExit = new Promise((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));
     child.once('error', (err) => resolve({ code: null, signal: null, err }));
   });
-  return child;
+  mode.server = child;
 }
 
 // Poll until the port accepts connections; fail early if the server dies.
-async function waitForPort(port, timeoutMs) {
+async function waitForPort(mode, port, timeoutMs) {
   const deadline = Date.now() + timeoutMs;
   let exited = null;
-  serverExit.then((e) => { exited = e; });
+  mode.serverExit.then((e) => { exited = e; });
   while (Date.now() < deadline) {
     if (exited) {
       throw new Error(`server exited before listening: ${JSON.stringify(exited)}`);
@@ -83,29 +90,32 @@ async function waitForPort(port, timeoutMs) {
   throw new Error(`server did not listen on port ${port} within ${timeoutMs} ms`);
 }
 
-function killServerSync(signal) {
+function killServerSync(mode, signal) {
+  const server = mode.server;
   if (server && server.exitCode === null && server.signalCode === null) {
     try { process.kill(-server.pid, signal); } catch { /* already gone */ }
   }
 }
 
-async function stopServer() {
-  if (!server) return;
-  killServerSync('SIGTERM');
-  const timer = setTimeout(() => killServerSync('SIGKILL'), 5_000);
-  await serverExit;
+async function stopServer(mode) {
+  if (!mode.server) return;
+  killServerSync(mode, 'SIGTERM');
+  const timer = setTimeout(() => killServerSync(mode, 'SIGKILL'), 5_000);
+  await mode.serverExit;
   clearTimeout(timer);
-  server = null;
+  mode.server = null;
 }
 
-// If the test process dies some other way, don't leave the server behind.
-process.on('exit', () => killServerSync('SIGKILL'));
+// If the test process dies some other way, don't leave the servers behind.
+process.on('exit', () => MODES.forEach((mode) => killServerSync(mode, 'SIGKILL')));
 
 before(async () => {
-  const port = await freePort();
-  addr = `127.0.0.1:${port}`;
-  server = startServer(addr);
-  await waitForPort(port, START_TIMEOUT);
+  for (const mode of MODES) {
+    const port = await freePort();
+    mode.addr = `127.0.0.1:${port}`;
+    startServer(mode, mode.addr);
+    await waitForPort(mode, port, START_TIMEOUT);
+  }
   browser = await chromium.launch({
     headless: true,
     executablePath: CHROMIUM,
@@ -125,11 +135,12 @@ after(async () => {
   try {
     if (browser) await browser.close();
   } finally {
-    await stopServer();
+    for (const mode of MODES) await stopServer(mode);
   }
 });
 
-test('echo page: connect, send, receive the echo, close', async () => {
+for (const mode of MODES) test(`echo page (${mode.name}): connect, send, receive the echo, close`, async () => {
+  const addr = mode.addr;
   const page = await browser.newPage();
   const pageErrors = [];
   page.on('pageerror', (err) => pageErrors.push(err));
@@ -148,6 +159,8 @@ test('echo page: connect, send, receive the echo, close', async () => {
   await page.click('#connect', wait);
   await page.waitForSelector('#log li:text-is("open")', wait);
   await page.waitForSelector('#send:enabled', wait);
+  // What Chromium agreed to: permessage-deflate only when the handler opts in.
+  assert.equal(await page.textContent('#extensions'), mode.extensions);
 
   await page.click('#send', wait);
   await page.waitForSelector('#log li:text-is("sent: hello world")', wait);
@@ -160,7 +173,7 @@ test('echo page: connect, send, receive the echo, close', async () => {
   assert.equal(await page.isDisabled('#close'), true);
 
   mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
-  await page.screenshot({ path: SCREENSHOT, fullPage: true });
+  await page.screenshot({ path: SCREENSHOT.replace('.png', `-${mode.name}.png`), fullPage: true });
 
   const log = await page.$$eval('#log li', (items) => items.map((li) => li.textContent));
   assert.deepEqual(log.slice(0, 3), ['open', 'sent: hello world', 'You said: hello world']);

@@ -1,7 +1,11 @@
 """A foreign peer for squall: the Python `websockets` client (and, for frames
 no well-behaved client would send, a raw socket) against the echo example.
 
-Usage: python_client.py ws://127.0.0.1:PORT/socket/
+Usage: python_client.py ws://127.0.0.1:PORT/socket/ [--deflate]
+
+The client offers permessage-deflate (websockets does by default);
+`--deflate` says the server accepts it (the echo example's `--deflate`),
+so the checks run compressed, and one check asserts the agreement either way.
 
 Each check prints `ok` or `FAIL`; the last line is `N passed, N failed` and
 the exit status is non-zero on any failure.
@@ -22,6 +26,7 @@ TIMEOUT = 10
 MAX_MESSAGE = 10 * 1024 * 1024  # squall's default max_message_size
 
 URL = sys.argv[1] if len(sys.argv) > 1 else "ws://127.0.0.1:8888/socket/"
+DEFLATE = "--deflate" in sys.argv[2:]
 CHECKS = []
 
 
@@ -105,6 +110,16 @@ def many_messages_in_order():
             ws.send(f"m{i}")
         for i in range(200):
             expect(ws.recv(timeout=TIMEOUT), f"You said: m{i}", f"message {i}")
+
+
+@check
+def compression_is_agreed_as_the_server_says():
+    with client() as ws:
+        names = [extension.name for extension in ws.protocol.extensions]
+        expect(names, ["permessage-deflate"] if DEFLATE else [], "extensions agreed")
+        doc = '{"user": "ada", "text": "hello world", "n": 12345}' * 1500
+        ws.send(doc)
+        expect(ws.recv(timeout=TIMEOUT), "You said: " + doc, "large JSON echo")
 
 
 @check
