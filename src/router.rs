@@ -13,11 +13,29 @@ use crate::engine::BoxFuture;
 use crate::handler::WebSocketHandler;
 use crate::handshake::{Endpoint, FactoryEndpoint};
 use crate::request::PathParams;
+use crate::response::text_response;
 use crate::telemetry::RouteTelemetry;
 
 /// A plain HTTP GET/HEAD handler.
 pub(crate) type PageHandler =
     Arc<dyn Fn(http::Request<()>) -> BoxFuture<http::Response<Bytes>> + Send + Sync>;
+
+/// Runs a page route: GET and HEAD reach the handler, other methods get 405
+/// with `Allow: GET, HEAD`. Both HTTP fronts answer pages through this.
+pub(crate) async fn answer_page(
+    page: &PageHandler,
+    request: &http::Request<()>,
+) -> http::Response<Bytes> {
+    if matches!(*request.method(), http::Method::GET | http::Method::HEAD) {
+        return page(request.clone()).await;
+    }
+    let mut response = text_response(http::StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    response.headers_mut().insert(
+        http::header::ALLOW,
+        http::HeaderValue::from_static("GET, HEAD"),
+    );
+    response
+}
 
 /// What a path leads to.
 #[derive(Clone)]

@@ -21,7 +21,7 @@ use crate::engine::BoxFuture;
 use crate::handshake::{switching_protocols, Handshake, Via};
 use crate::request::RemoteAddr;
 use crate::response::text_response;
-use crate::router::Route;
+use crate::router::{answer_page, Route};
 use crate::runtime::Runtime;
 use crate::stream::Stream;
 
@@ -161,16 +161,7 @@ pub(crate) async fn serve_connection(
                 });
             }
             Route::Page(page) => {
-                let response = if matches!(*request.method(), Method::GET | Method::HEAD) {
-                    page(request.clone()).await
-                } else {
-                    let mut response =
-                        text_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-                    response
-                        .headers_mut()
-                        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-                    response
-                };
+                let response = answer_page(page, &request).await;
                 if !respond(
                     &mut stream,
                     &request,

@@ -26,7 +26,7 @@ use crate::engine::BoxFuture;
 use crate::handshake::{Handshake, Negotiated, Via};
 use crate::request::RemoteAddr;
 use crate::response::text_response;
-use crate::router::Route;
+use crate::router::{answer_page, Route};
 use crate::runtime::{Handle, Runtime};
 use crate::stream::Stream;
 
@@ -162,16 +162,7 @@ async fn respond(
     request.extensions_mut().insert(params);
     let endpoint = match route {
         Route::Page(page) => {
-            let response = if matches!(*request.method(), Method::GET | Method::HEAD) {
-                page(request.clone()).await
-            } else {
-                let mut response =
-                    text_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-                response
-                    .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-                response
-            };
+            let response = answer_page(page, &request).await;
             log_access(response.status(), &request, started);
             return into_full(response, &request);
         }
