@@ -13,12 +13,10 @@
 //   CHROMIUM_PATH            browser binary (default /usr/bin/chromium)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import net from 'node:net';
 import path from 'node:path';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { freePort, Server } from './harness.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const START_TIMEOUT = Number(process.env.ECHO_START_TIMEOUT_MS ?? 600_000);
@@ -33,64 +31,17 @@ let browser = null;
 let redisUrl = null;
 const addrs = [];
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function tryConnect(port) {
-  return new Promise((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
-    sock.once('connect', () => { sock.destroy(); resolve(true); });
-    sock.once('error', () => { sock.destroy(); resolve(false); });
-  });
-}
-
 function start(name, command, args) {
-  const child = spawn(command, args, { cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-  for (const stream of [child.stdout, child.stderr]) {
-    readline.createInterface({ input: stream })
-      .on('line', (line) => process.stderr.write(`[${name}] ${line}\n`));
-  }
-  child.exited = new Promise((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }));
-    child.once('error', (err) => resolve({ err }));
-  });
-  children.add(child);
-  return child;
+  const server = new Server([command, ...args], ROOT, name);
+  children.add(server);
+  return server;
 }
 
-async function waitForPort(child, port, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  let exited = null;
-  child.exited.then((e) => { exited = e; });
-  while (Date.now() < deadline) {
-    if (exited) throw new Error(`exited before listening: ${JSON.stringify(exited)}`);
-    if (await tryConnect(port)) return;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`nothing listens on ${port} after ${timeoutMs} ms`);
+async function kill(server, signal) {
+  server.kill(signal);
+  await server.exit;
+  children.delete(server);
 }
-
-async function kill(child, signal) {
-  if (child.exitCode === null && child.signalCode === null) {
-    try { process.kill(-child.pid, signal); } catch { /* gone */ }
-  }
-  await child.exited;
-  children.delete(child);
-}
-
-process.on('exit', () => {
-  for (const child of children) {
-    try { process.kill(-child.pid, 'SIGKILL'); } catch { /* gone */ }
-  }
-});
 
 function startChat(addr) {
   const name = `chat ${addr}`;
@@ -109,13 +60,13 @@ before(async () => {
   redisUrl = `redis://127.0.0.1:${redisPort}/`;
   const redis = start('redis', 'redis-server',
     ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
-  await waitForPort(redis, redisPort, 10_000);
+  await redis.waitForPort(redisPort, 10_000);
   for (let i = 0; i < 2; i++) {
     const port = await freePort();
     addrs.push(`127.0.0.1:${port}`);
     servers.push(startChat(addrs[i]));
     // One at a time: the first may build the example.
-    await waitForPort(servers[i], port, START_TIMEOUT);
+    await servers[i].waitForPort(port, START_TIMEOUT);
   }
   browser = await chromium.launch({
     headless: true,
@@ -175,7 +126,7 @@ test('chat: members across two processes, recovery after a dropped network and a
   await ada.waitForSelector('#log .msg:has-text("missed two")', wait);
   // Back on the same address: bob's page reconnects with its last offset.
   servers[1] = startChat(addrs[1]);
-  await waitForPort(servers[1], Number(addrs[1].split(':')[1]), START_TIMEOUT);
+  await servers[1].waitForPort(Number(addrs[1].split(':')[1]), START_TIMEOUT);
   await bob.waitForSelector('#log .msg:has-text("missed two")', { timeout: RECOVERY_TIMEOUT });
   await post(ada, 'live again');
   await bob.waitForSelector('#log .msg:has-text("live again")', wait);

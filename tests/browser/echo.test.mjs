@@ -15,13 +15,11 @@
 //   CHROMIUM_PATH            browser binary (default /usr/bin/chromium)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { freePort, Server } from './harness.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const START_TIMEOUT = Number(process.env.ECHO_START_TIMEOUT_MS ?? 600_000);
@@ -29,92 +27,27 @@ const STEP_TIMEOUT = Number(process.env.BROWSER_STEP_TIMEOUT_MS ?? 15_000);
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const SCREENSHOT = path.join(ROOT, 'target', 'browser', 'echo.png');
 
-// One server per mode: { flags, server (child process, leader of its own
-// process group), serverExit (promise of its exit), addr }.
+// One server per mode: { flags, server (a harness Server), addr }.
 const MODES = [
   { name: 'plain', flags: [], extensions: 'none' },
   { name: 'deflate', flags: ['--deflate'], extensions: 'permessage-deflate' },
 ];
 let browser = null;
 
-// Ask the kernel for a free port, then release it for the server to take.
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function tryConnect(port) {
-  return new Promise((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
-    sock.once('connect', () => { sock.destroy(); resolve(true); });
-    sock.once('error', () => { sock.destroy(); resolve(false); });
-  });
-}
-
 function startServer(mode, address) {
-  const opts = { cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'] };
-  const child = process.env.ECHO_CMD
-    ? spawn('sh', ['-c', process.env.ECHO_CMD.replaceAll('{addr}', address)
-      .replaceAll('{flags}', mode.flags.join(' '))], opts)
-    : spawn('cargo', ['run', '--quiet', '--example', 'echo', '--', address, ...mode.flags], opts);
-  // The server's output goes to our stderr, which the test runner shows.
-  for (const stream of [child.stdout, child.stderr]) {
-    readline.createInterface({ input: stream })
-      .on('line', (line) => process.stderr.write(`[server ${mode.name}] ${line}\n`));
-  }
-  mode.serverExit = new Promise((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }));
-    child.once('error', (err) => resolve({ code: null, signal: null, err }));
-  });
-  mode.server = child;
+  const args = process.env.ECHO_CMD
+    ? ['sh', '-c', process.env.ECHO_CMD.replaceAll('{addr}', address)
+      .replaceAll('{flags}', mode.flags.join(' '))]
+    : ['cargo', 'run', '--quiet', '--example', 'echo', '--', address, ...mode.flags];
+  mode.server = new Server(args, ROOT, `server ${mode.name}`);
 }
-
-// Poll until the port accepts connections; fail early if the server dies.
-async function waitForPort(mode, port, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  let exited = null;
-  mode.serverExit.then((e) => { exited = e; });
-  while (Date.now() < deadline) {
-    if (exited) {
-      throw new Error(`server exited before listening: ${JSON.stringify(exited)}`);
-    }
-    if (await tryConnect(port)) return;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`server did not listen on port ${port} within ${timeoutMs} ms`);
-}
-
-function killServerSync(mode, signal) {
-  const server = mode.server;
-  if (server && server.exitCode === null && server.signalCode === null) {
-    try { process.kill(-server.pid, signal); } catch { /* already gone */ }
-  }
-}
-
-async function stopServer(mode) {
-  if (!mode.server) return;
-  killServerSync(mode, 'SIGTERM');
-  const timer = setTimeout(() => killServerSync(mode, 'SIGKILL'), 5_000);
-  await mode.serverExit;
-  clearTimeout(timer);
-  mode.server = null;
-}
-
-// If the test process dies some other way, don't leave the servers behind.
-process.on('exit', () => MODES.forEach((mode) => killServerSync(mode, 'SIGKILL')));
 
 before(async () => {
   for (const mode of MODES) {
     const port = await freePort();
     mode.addr = `127.0.0.1:${port}`;
     startServer(mode, mode.addr);
-    await waitForPort(mode, port, START_TIMEOUT);
+    await mode.server.waitForPort(port, START_TIMEOUT);
   }
   browser = await chromium.launch({
     headless: true,
@@ -135,7 +68,7 @@ after(async () => {
   try {
     if (browser) await browser.close();
   } finally {
-    for (const mode of MODES) await stopServer(mode);
+    for (const mode of MODES) if (mode.server) await mode.server.stop();
   }
 });
 

@@ -25,9 +25,10 @@ function tryConnect(port) {
   });
 }
 
-// A server started with `args` (an argv) in `cwd`; `lines` collects its output.
+// A server started with `args` (an argv) in `cwd`; `lines` collects its
+// output, which is also echoed to stderr behind `[label]`.
 export class Server {
-  constructor(args, cwd) {
+  constructor(args, cwd, label = 'server') {
     this.lines = [];
     this.child = spawn(args[0], args.slice(1), {
       cwd, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
@@ -35,7 +36,7 @@ export class Server {
     for (const stream of [this.child.stdout, this.child.stderr]) {
       readline.createInterface({ input: stream }).on('line', (line) => {
         this.lines.push(line);
-        process.stderr.write(`[server] ${line}\n`);
+        process.stderr.write(`[${label}] ${line}\n`);
       });
     }
     this.exit = new Promise((resolve) => {
