@@ -658,27 +658,10 @@ async fn subscribe_loop(inner: Arc<Inner>, delivery: Delivery) {
             return;
         };
         let connect = client.get_async_pubsub();
-        let connected = tokio::select! {
-            biased;
-            () = delivery.closed() => return,
-            connected = tokio::time::timeout(IO_TIMEOUT, connect) => connected,
-        };
-        let pubsub = match connected {
-            Ok(Ok(pubsub)) => pubsub,
-            Ok(Err(error)) => {
-                inner.health.down(SUBSCRIBER, &error);
-                if !backoff.wait(&delivery).await {
-                    return;
-                }
-                continue;
-            }
-            Err(_) => {
-                inner.health.down(SUBSCRIBER, &"connect timed out");
-                if !backoff.wait(&delivery).await {
-                    return;
-                }
-                continue;
-            }
+        let pubsub = match connect_subscriber(&inner, &delivery, &mut backoff, connect).await {
+            Attempt::Connected(pubsub) => pubsub,
+            Attempt::Retry => continue,
+            Attempt::Stop => return,
         };
         let (mut sink, mut messages) = pubsub.split();
         let mut subscribed: HashSet<String> = HashSet::new();
@@ -921,6 +904,41 @@ fn instance_id() -> [u8; ID_LEN] {
         hasher.write_u128(now.as_nanos());
     }
     hasher.finish().to_be_bytes()
+}
+
+/// How an attempt to connect the subscription ended.
+enum Attempt<T> {
+    Connected(T),
+    /// It failed and the backoff has passed: try again.
+    Retry,
+    /// The application stopped.
+    Stop,
+}
+
+/// Connects the subscription connection, bounded by `IO_TIMEOUT`; a failure
+/// marks the subscriber down and waits out the backoff. Shared by the
+/// single-server and the cluster subscription loops.
+async fn connect_subscriber<T, E: Display>(
+    inner: &Inner,
+    delivery: &Delivery,
+    backoff: &mut Backoff,
+    connect: impl std::future::Future<Output = Result<T, E>>,
+) -> Attempt<T> {
+    let connected = tokio::select! {
+        biased;
+        () = delivery.closed() => return Attempt::Stop,
+        connected = tokio::time::timeout(IO_TIMEOUT, connect) => connected,
+    };
+    match connected {
+        Ok(Ok(connection)) => return Attempt::Connected(connection),
+        Ok(Err(error)) => inner.health.down(SUBSCRIBER, &error),
+        Err(_) => inner.health.down(SUBSCRIBER, &"connect timed out"),
+    }
+    if backoff.wait(delivery).await {
+        Attempt::Retry
+    } else {
+        Attempt::Stop
+    }
 }
 
 /// Exponential backoff between reconnection attempts.

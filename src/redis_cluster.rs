@@ -11,7 +11,7 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use tokio::sync::mpsc;
 
-use super::{lock, Backoff, Inner, IO_TIMEOUT, SUBSCRIBER};
+use super::{connect_subscriber, lock, Attempt, Backoff, Inner, IO_TIMEOUT, SUBSCRIBER};
 use crate::broker::Delivery;
 
 pub(super) async fn subscribe_loop(
@@ -29,27 +29,10 @@ pub(super) async fn subscribe_loop(
                 .build()?;
             client.get_async_connection().await
         };
-        let connected = tokio::select! {
-            biased;
-            () = delivery.closed() => return,
-            connected = tokio::time::timeout(IO_TIMEOUT, connect) => connected,
-        };
-        let mut conn = match connected {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(error)) => {
-                inner.health.down(SUBSCRIBER, &error);
-                if !backoff.wait(&delivery).await {
-                    return;
-                }
-                continue;
-            }
-            Err(_) => {
-                inner.health.down(SUBSCRIBER, &"connect timed out");
-                if !backoff.wait(&delivery).await {
-                    return;
-                }
-                continue;
-            }
+        let mut conn = match connect_subscriber(&inner, &delivery, &mut backoff, connect).await {
+            Attempt::Connected(conn) => conn,
+            Attempt::Retry => continue,
+            Attempt::Stop => return,
         };
         let mut subscribed: HashSet<String> = HashSet::new();
         let mut first = true;
