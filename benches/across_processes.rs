@@ -33,6 +33,10 @@
 //!
 //! Everything is bounded by timeouts; the servers exit with this process.
 
+#[path = "procfs.rs"]
+#[allow(dead_code)] // each benchmark uses a part of it
+mod procfs;
+use procfs::raise_nofile;
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -591,19 +595,5 @@ async fn bench(opts: Opts) {
     for processes in [1, 2, 4, 8] {
         let (mean, published) = per_process_cost(&url, processes).await;
         println!("| {processes} | {published} | {mean} | {published} |");
-    }
-}
-
-fn raise_nofile() {
-    // SAFETY: plain libc calls on a local struct.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
     }
 }

@@ -20,6 +20,10 @@
 //! in rounds (`--rounds`), as the machine is shared; each line is one run.
 //! Loopback only; output is human-readable lines.
 
+#[path = "procfs.rs"]
+#[allow(dead_code)] // each benchmark uses a part of it
+mod procfs;
+use procfs::process_cpu;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -278,26 +282,6 @@ async fn drive(
     (messages, bytes_out, bytes_in)
 }
 
-/// User plus system CPU seconds of `pid` so far.
-fn process_cpu(pid: Option<u32>) -> f64 {
-    let Some(pid) = pid else { return 0.0 };
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks / hz.max(1.0)
-}
-
 async fn run(opts: Rc<Opts>, name: &str, docs: &[String], offer: bool) {
     let requests: Vec<Vec<u8>> = docs
         .iter()
@@ -314,7 +298,7 @@ async fn run(opts: Rc<Opts>, name: &str, docs: &[String], offer: bool) {
     let expected = Rc::new(docs[0].clone());
     let size = docs.iter().map(String::len).sum::<usize>() / docs.len();
     let stop = Rc::new(Cell::new(false));
-    let cpu_before = process_cpu(opts.pid);
+    let cpu_before = opts.pid.map_or(0.0, process_cpu);
     let started = Instant::now();
     let tasks: Vec<_> = (0..opts.conns)
         .map(|_| {
@@ -337,7 +321,7 @@ async fn run(opts: Rc<Opts>, name: &str, docs: &[String], offer: bool) {
         bytes_in += i;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = process_cpu(opts.pid) - cpu_before;
+    let cpu = opts.pid.map_or(0.0, process_cpu) - cpu_before;
     println!(
         "{name:>6} {mode:>8}: {size:>6} B doc, {wire_out:>7.0} B/msg client->server, {wire_in:>7.0} B/msg server->client, \
          {rate:>8.0} msg/s, server CPU {cpu_us:>7.2} us/msg",

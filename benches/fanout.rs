@@ -47,6 +47,10 @@
 //! prints the figures on stderr when it exits. Everything is bounded by
 //! timeouts.
 
+#[path = "procfs.rs"]
+#[allow(dead_code)] // each benchmark uses a part of it
+mod procfs;
+use procfs::{process_cpu, raise_nofile};
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -124,21 +128,6 @@ fn parse(args: &[String]) -> Opts {
         }
     }
     opts
-}
-
-fn raise_nofile() -> libc::rlim_t {
-    // SAFETY: plain libc calls on a local struct.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-        limit.rlim_cur
-    }
 }
 
 /// `{"seq":SEQ,"body":"xxx…"}`, padded to about `size` bytes.
@@ -575,26 +564,6 @@ fn main() -> std::io::Result<()> {
     let _ = child.wait();
     report(&opts, &results);
     Ok(())
-}
-
-/// User plus system CPU seconds of process `pid` so far (0 if unreadable).
-fn process_cpu(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command name (which may hold spaces) start at ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks / hz.max(1.0)
 }
 
 /// Runs the modes; returns their results and the server's CPU seconds from

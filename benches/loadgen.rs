@@ -22,6 +22,10 @@
 //! Output: human-readable lines, then exactly one line `RESULT {json}`.
 //! Only loopback targets are accepted.
 
+#[path = "procfs.rs"]
+#[allow(dead_code)] // each benchmark uses a part of it
+mod procfs;
+use procfs::{proc_cpu_us, raise_nofile};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
@@ -196,30 +200,6 @@ fn parse_url(url: &str) -> Result<Target, String> {
 // Process accounting
 // ---------------------------------------------------------------------------
 
-/// Raise RLIMIT_NOFILE's soft limit to the hard limit; returns the new soft limit.
-fn raise_nofile() -> u64 {
-    // SAFETY: plain libc calls on a properly initialised struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                return want.rlim_max;
-            }
-        }
-        lim.rlim_cur
-    }
-}
-
 /// CPU time (user + system) of this process, in microseconds.
 fn self_cpu_us() -> u64 {
     // SAFETY: getrusage fills the zeroed struct.
@@ -229,22 +209,6 @@ fn self_cpu_us() -> u64 {
         let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
         tv(ru.ru_utime) + tv(ru.ru_stime)
     }
-}
-
-/// CPU time (utime + stime, all threads) of another process, in microseconds,
-/// from /proc/PID/stat. Resolution is one clock tick (usually 10 ms).
-fn proc_cpu_us(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces; fields resume after the last ')'.
-    let after = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // after ')' index 0 is field 3 (state); utime is field 14, stime 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let tck = if tck > 0 { tck as u64 } else { 100 };
-    Some((utime + stime) * 1_000_000 / tck)
 }
 
 /// Resident set size of a process in KiB, from /proc/PID/status (VmRSS).
