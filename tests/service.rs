@@ -283,21 +283,9 @@ async fn connect_h2(
     request
         .extensions_mut()
         .insert(hyper::ext::Protocol::from_static("websocket"));
-    // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) must arrive
-    // before an extended CONNECT may be sent; hyper refuses it until then.
-    let response = within("the extended CONNECT", async {
-        loop {
-            sender.ready().await.expect("connection ready");
-            match sender.send_request(request.clone_for_retry()).await {
-                Ok(response) => return response,
-                Err(error) if error.to_string().contains("CONNECT") => {
-                    tokio::task::yield_now().await
-                }
-                Err(error) => panic!("extended CONNECT failed: {error}"),
-            }
-        }
-    })
-    .await;
+    let response = within("the extended CONNECT", sender.send_request(request))
+        .await
+        .expect("extended CONNECT");
     let status = response.status();
     if status != StatusCode::OK {
         return (status, None);
@@ -310,26 +298,6 @@ async fn connect_h2(
     )
     .await;
     (status, Some(ws))
-}
-
-trait CloneForRetry {
-    fn clone_for_retry(&self) -> Self;
-}
-
-impl CloneForRetry for Request<Empty<Bytes>> {
-    fn clone_for_retry(&self) -> Self {
-        let mut request = Request::builder()
-            .method(self.method().clone())
-            .version(self.version())
-            .uri(self.uri().clone())
-            .body(Empty::new())
-            .unwrap();
-        *request.headers_mut() = self.headers().clone();
-        if let Some(protocol) = self.extensions().get::<hyper::ext::Protocol>() {
-            request.extensions_mut().insert(protocol.clone());
-        }
-        request
-    }
 }
 
 #[tokio::test]
