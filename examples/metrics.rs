@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use squall::{Application, Message, WebSocket, WebSocketHandler};
 
 /// Echoes every message back unchanged.
@@ -27,11 +27,19 @@ impl WebSocketHandler for Echo {
 /// Installs the Prometheus recorder as the process's `metrics` recorder.
 /// Call it once, before the application serves (a second call fails).
 pub fn install_recorder() -> PrometheusHandle {
+    // Handler times go into fixed buckets: a Prometheus histogram, cheap to
+    // fold samples into and aggregatable across processes (without this
+    // the recorder keeps a summary).
     let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("squall_handler_seconds".into()),
+            &squall::HANDLER_SECONDS_BUCKETS,
+        )
+        .expect("bucket bounds given")
         .install_recorder()
         .expect("no other metrics recorder installed");
     // Histograms collect raw samples until they are rendered; without a
-    // scrape for a while, upkeep folds them into their summaries so memory
+    // scrape for a while, upkeep folds them into their buckets so memory
     // stays bounded.
     let upkeep = handle.clone();
     tokio::spawn(async move {

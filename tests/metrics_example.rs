@@ -116,6 +116,11 @@ async fn a_scrape_after_a_scripted_session_shows_exact_counts() {
         ("squall_messages_sent_total{route=\"/socket/\"}", 4.0),
         ("squall_sent_bytes_total{route=\"/socket/\"}", 10.0),
         ("squall_handler_seconds_count{route=\"/socket/\"}", 4.0),
+        // A histogram in the example's buckets, not a summary.
+        (
+            "squall_handler_seconds_bucket{le=\"+Inf\",route=\"/socket/\"}",
+            4.0,
+        ),
         (
             "squall_closes_total{code=\"1000\",route=\"/socket/\",side=\"client\"}",
             1.0,

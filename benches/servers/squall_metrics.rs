@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use squall::{Application, Message, WebSocket, WebSocketHandler};
 
 struct Echo;
@@ -30,10 +30,15 @@ fn main() -> std::io::Result<()> {
         .build()?
         .block_on(async move {
             let prometheus = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("squall_handler_seconds".into()),
+                    &squall::HANDLER_SECONDS_BUCKETS,
+                )
+                .expect("buckets given")
                 .install_recorder()
                 .expect("the only recorder");
-            // As a deployment would: histogram samples are folded into
-            // their summaries every few seconds (a scrape does it too).
+            // As a deployment would: handler times in buckets, and samples
+            // folded into them every few seconds (a scrape does it too).
             let upkeep = prometheus.clone();
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(Duration::from_secs(5));
