@@ -168,9 +168,8 @@ fn run_frames(data: &[u8], deflate: Option<Agreed>) {
             agreements,
             app.env(),
             &route,
-        )
-        .await;
-        let connection = engine::run(FuzzHandler, context, io);
+        );
+        let connection = engine::run(FuzzHandler, context, io, "/socket/");
 
         let (mut from_server, mut to_server) = tokio::io::split(client);
         let peer = async move {

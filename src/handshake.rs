@@ -139,13 +139,11 @@ impl<H: WebSocketHandler> Launch for H {
         env: Env,
         route: Arc<RouteTelemetry>,
     ) -> BoxFuture<()> {
-        Box::pin(async move {
-            let (context, connection) =
-                engine::establish(stream, read_ahead, request, agreements, &env, &route).await;
-            drop(env);
-            drop(route);
-            engine::run(*self, context, connection).await
-        })
+        // Set up here, not inside the future: its arguments would stay in
+        // the future's memory for the life of the connection.
+        let (context, connection) =
+            engine::establish(stream, read_ahead, request, agreements, &env, &route);
+        Box::pin(engine::run(*self, context, connection, &route.path))
     }
 }
 

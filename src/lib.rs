@@ -126,7 +126,6 @@ pub use request::{CurrentUser, PathParams, RemoteAddr, RequestExt, TrustedOrigin
 pub use runtime::{shutdown_signal, Handle};
 pub use sender::WebSocketSender;
 pub use settings::{OverflowPolicy, RateLimitPolicy};
-#[cfg(feature = "metrics")]
 pub use telemetry::HANDLER_SECONDS_BUCKETS;
 #[cfg(feature = "tls")]
 pub use tls::{tls_config_from_pem, TlsConfig};

@@ -76,7 +76,13 @@ impl SendQueue {
     /// A queue bounded by `max_messages` and `max_bytes`.
     pub fn new(max_messages: usize, max_bytes: usize, overflow: OverflowPolicy) -> Self {
         SendQueue {
-            items: Mutex::default(),
+            // Room for one message from the start: most connections rarely
+            // hold more, and a first push into an empty deque would
+            // allocate room for four, kept for the connection's life.
+            items: Mutex::new(Items {
+                queue: VecDeque::with_capacity(1),
+                ..Items::default()
+            }),
             task: AtomicWaker::new(),
             capacity: Capacity::new(max_messages, max_bytes),
             closing: AtomicBool::new(false),

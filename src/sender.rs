@@ -3,6 +3,7 @@
 //! connection's send queue (`send_queue.rs`), which the connection task
 //! drains.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use crate::deflate::SharedKey;
@@ -71,8 +72,11 @@ impl WebSocketSender {
     }
 
     /// Queues a message, waiting while the send queue is full.
-    pub async fn write_message(&self, message: impl Into<Message>) -> Result<(), WriteError> {
-        self.queue.enqueue(message.into().into_tungstenite()).await
+    pub fn write_message(
+        &self,
+        message: impl Into<Message>,
+    ) -> impl Future<Output = Result<(), WriteError>> + Send + '_ {
+        self.queue.enqueue(message.into().into_tungstenite())
     }
 
     /// Asks the connection to close with `code` and `reason`, after the

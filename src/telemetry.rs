@@ -48,7 +48,9 @@ impl Side {
 pub(crate) use imp::*;
 
 /// Bucket bounds, in seconds, for the `squall_handler_seconds` histogram
-/// (feature `metrics`): 10 µs to 10 s, about three per decade.
+/// that the `metrics` feature records: 10 µs to 10 s, about three per
+/// decade. (Defined with or without the feature, so that code setting up a
+/// recorder compiles either way.)
 ///
 /// Give them to the recorder. Prometheus's recorder otherwise keeps a
 /// summary, whose quantile sketch costs several times more CPU per sample
@@ -69,7 +71,6 @@ pub(crate) use imp::*;
 /// # Ok(())
 /// # }
 /// ```
-#[cfg(feature = "metrics")]
 pub const HANDLER_SECONDS_BUCKETS: [f64; 19] = [
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

@@ -7,6 +7,7 @@
 //! Groups and broadcasts go through the application's hub (`hub.rs`).
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
@@ -59,8 +60,15 @@ impl WebSocket {
     /// [`Bytes`]) or JSON ([`serde_json::Value`]). Waits while the send queue
     /// is full (backpressure); the connection keeps draining it meanwhile.
     /// Returns [`WriteError::Closed`] once the connection is closing.
-    pub async fn write_message(&self, message: impl Into<Message>) -> Result<(), WriteError> {
-        self.sender.write_message(message).await
+    ///
+    /// (It returns the send queue's own future rather than being an
+    /// `async fn` wrapping it, so the handler's future does not carry the
+    /// message twice.)
+    pub fn write_message(
+        &self,
+        message: impl Into<Message>,
+    ) -> impl Future<Output = Result<(), WriteError>> + Send + '_ {
+        self.sender.write_message(message)
     }
 
     /// Serialises `value` to JSON and queues it as a text message.

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Sink, Stream as _};
+use futures_util::{FutureExt as _, Sink, Stream as _};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::Role;
 
@@ -38,9 +38,6 @@ use crate::websocket::{PeerClose, WebSocket};
 const NO_STATUS: u16 = 1005;
 const ABNORMAL: u16 = 1006;
 
-/// The source of connection ids (for spans): 1, 2, 3… per process.
-static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
 /// What the handshake settled that the connection needs.
 pub(crate) struct Agreements {
     pub subprotocol: Option<String>,
@@ -56,7 +53,12 @@ pub(super) type Wire = Inflating<CloseCodes<Stream>>;
 /// Wraps an upgraded stream (and any bytes read past the request head) as a
 /// WebSocket: the handler's context and the engine side, ready for
 /// [`run`](super::run).
-pub(crate) async fn establish(
+///
+/// Synchronous on purpose: everything it takes is consumed here, so the
+/// connection's future (one per open socket, the largest part of an idle
+/// connection's memory) holds only what `run` needs, not these arguments
+/// too.
+pub(crate) fn establish(
     stream: Stream,
     read_ahead: Vec<u8>,
     request: http::Request<()>,
@@ -86,13 +88,16 @@ pub(crate) async fn establish(
             Inflating::new(stream, config, deflater, std::mem::take(&mut read_ahead))
         }
     };
+    // tokio-tungstenite's constructor is async but never waits: it only
+    // wraps the stream, ready at the first poll.
     let ws = WebSocketStream::from_partially_read(
         stream,
         read_ahead,
         Role::Server,
         Some(settings.websocket_config()),
     )
-    .await;
+    .now_or_never()
+    .expect("wrapping a stream as a WebSocket does not wait");
     let mut queue = SendQueue::new(
         settings.max_queued_messages,
         settings.max_queued_bytes,
@@ -114,8 +119,6 @@ pub(crate) async fn establish(
         closing: None,
         limiter: RateLimiter::new(&settings.input_limits),
         metrics: route.metrics.connection(),
-        id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        route: route.path.clone(),
     };
     let context = WebSocket::new(queue, request, subprotocol, env.hub.clone());
     (context, connection)
@@ -141,9 +144,6 @@ pub(crate) struct Connection {
     /// The input rate limits, if any are set.
     limiter: Option<Box<RateLimiter>>,
     pub(super) metrics: ConnectionMetrics,
-    /// This connection's id and route, for its span.
-    pub(super) id: u64,
-    pub(super) route: std::sync::Arc<str>,
 }
 
 impl Connection {

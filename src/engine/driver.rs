@@ -8,9 +8,11 @@
 
 use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
-use std::pin::pin;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use futures_util::future::CatchUnwind;
 use futures_util::FutureExt;
 use tracing::Instrument;
 
@@ -20,68 +22,97 @@ use crate::handler::WebSocketHandler;
 use crate::message::{close_code, Utf8Bytes};
 use crate::websocket::WebSocket;
 
+/// The source of connection ids (for spans): 1, 2, 3… per process.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// Runs a connection from `open` to `on_close`, inside a `websocket` span
 /// carrying the connection's `id`, `route` and `client` address, so the
 /// handler's own events carry them too.
 ///
 /// `on_close` runs exactly once, whatever ends the connection, and after the
 /// socket is closed.
+///
+/// The span is made here, before the future: the connection itself keeps
+/// neither its id nor its route.
 pub(crate) fn run<H: WebSocketHandler>(
     handler: H,
     ws: WebSocket,
     io: Connection,
+    route: &str,
 ) -> impl Future<Output = ()> + Send {
     let span = tracing::info_span!(
         "websocket",
-        id = io.id,
-        route = &*io.route,
+        id = NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        route,
         client = %ws.remote_addr(),
     );
     drive(handler, ws, io).instrument(span)
 }
 
-async fn drive<H: WebSocketHandler>(mut handler: H, ws: WebSocket, mut io: Connection) {
-    tracing::debug!(path = %ws.request().uri().path(), "WebSocket opened");
-    let mut healthy = io.call(handler.open(&ws)).await;
-    while let Some(event) = io.next_event().await {
-        if !healthy {
-            // A method panicked: the close is under way, nothing more reaches
-            // the handler until on_close.
-            continue;
-        }
-        healthy = match event {
-            Event::Message(message) => {
-                let timer = io.metrics.start_timer();
-                let healthy = io.call(handler.on_message(&ws, message)).await;
-                io.metrics.handler_done(timer);
-                healthy
+/// The connection's life as one future. This future is most of what an idle
+/// connection costs, so it is kept small: an `async fn` would keep its
+/// arguments and a moved copy of each (the connection twice over), so this
+/// is a plain function whose `async move` block works on the captured
+/// values themselves; and each handler method's future is pinned here, in
+/// place, and lent to [`Connection::call`], not moved into its future.
+#[allow(clippy::manual_async_fn)] // on purpose, as said above
+fn drive<H: WebSocketHandler>(
+    mut handler: H,
+    ws: WebSocket,
+    mut io: Connection,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        tracing::debug!(path = %ws.request().uri().path(), "WebSocket opened");
+        let mut healthy = io.call(pin!(guarded(handler.open(&ws)))).await;
+        loop {
+            // (`let … else`, not `while let`: the scrutinee would live, a
+            // second copy of the event, across every handler call.)
+            let Some(event) = io.next_event().await else {
+                break;
+            };
+            if !healthy {
+                // A method panicked: the close is under way, nothing more
+                // reaches the handler until on_close.
+                continue;
             }
-            Event::Ping(data) => io.call(handler.on_ping(&ws, data)).await,
-            Event::Pong(data) => io.call(handler.on_pong(&ws, data)).await,
-        };
+            healthy = match event {
+                Event::Message(message) => {
+                    let timer = io.metrics.start_timer();
+                    let healthy = io
+                        .call(pin!(guarded(handler.on_message(&ws, message))))
+                        .await;
+                    io.metrics.handler_done(timer);
+                    healthy
+                }
+                Event::Ping(data) => io.call(pin!(guarded(handler.on_ping(&ws, data)))).await,
+                Event::Pong(data) => io.call(pin!(guarded(handler.on_pong(&ws, data)))).await,
+            };
+        }
+        ws.leave_all();
+        ws.set_peer_close(io.peer_close.take().unwrap_or_default());
+        io.finish().await;
+        if guarded(handler.on_close(&ws)).await.is_err() {
+            io.metrics.panicked();
+            tracing::warn!("WebSocket handler panicked in on_close");
+        }
+        let (code, side) = io.ended();
+        io.metrics.closed(code, side);
+        tracing::debug!(code, ?side, "WebSocket closed");
     }
-    ws.leave_all();
-    ws.set_peer_close(io.peer_close.take().unwrap_or_default());
-    io.finish().await;
-    if AssertUnwindSafe(handler.on_close(&ws))
-        .catch_unwind()
-        .await
-        .is_err()
-    {
-        io.metrics.panicked();
-        tracing::warn!("WebSocket handler panicked in on_close");
-    }
-    let (code, side) = io.ended();
-    io.metrics.closed(code, side);
-    tracing::debug!(code, ?side, "WebSocket closed");
+}
+
+/// A handler method's future, with a panic in it caught.
+type Guarded<F> = CatchUnwind<AssertUnwindSafe<F>>;
+
+fn guarded<F: Future<Output = ()>>(method: F) -> Guarded<F> {
+    AssertUnwindSafe(method).catch_unwind()
 }
 
 impl Connection {
     /// Runs one handler method to completion while the socket keeps going.
     /// Returns `false` if the method panicked (the connection is then closing
     /// with 1011).
-    async fn call<F: Future<Output = ()>>(&mut self, method: F) -> bool {
-        let mut method = pin!(AssertUnwindSafe(method).catch_unwind());
+    async fn call<F: Future<Output = ()>>(&mut self, mut method: Pin<&mut Guarded<F>>) -> bool {
         let outcome = poll_fn(|cx| {
             if let Poll::Ready(outcome) = method.as_mut().poll(cx) {
                 return Poll::Ready(outcome);
