@@ -417,20 +417,37 @@ pub(crate) fn switching_protocols(accepted: &Negotiated) -> Vec<u8> {
 
 /// Whether a comma-separated header holds `token` (case-insensitive):
 /// `Connection` is a token list, and Firefox sends `keep-alive, Upgrade`.
-fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+pub(crate) fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    // On bytes: a token is ASCII, so a value need not be checked as text
+    // first.
     headers
         .get_all(name)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
-/// A key is 16 random bytes in base64: 24 characters ending in `==`.
+/// A key is 16 random bytes in base64: 24 characters ending in `==`. Checked
+/// without decoding: 21 characters of the alphabet, then one whose low four
+/// bits are zero (the last 4 bits of 132 are padding), then `==` — what a
+/// strict decoder accepts as 16 bytes.
 fn is_valid_key(key: &[u8]) -> bool {
-    data_encoding::BASE64
-        .decode(key)
-        .is_ok_and(|decoded| decoded.len() == 16)
+    fn sextet(b: u8) -> Option<u8> {
+        match b {
+            b'A'..=b'Z' => Some(b - b'A'),
+            b'a'..=b'z' => Some(b - b'a' + 26),
+            b'0'..=b'9' => Some(b - b'0' + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let [body @ .., last, b'=', b'='] = key else {
+        return false;
+    };
+    body.len() == 21
+        && body.iter().all(|&b| sextet(b).is_some())
+        && sextet(*last).is_some_and(|v| v & 0x0f == 0)
 }
 
 /// The request's `Origin` if the request looks cross-origin (Tornado 6.6):
@@ -513,5 +530,17 @@ mod tests {
         assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ"));
         assert!(!is_valid_key(b"c2hvcnQ="));
         assert!(!is_valid_key(b""));
+        // Non-canonical trailing bits, a bad character, the wrong padding.
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZR=="));
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25j*Q=="));
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ=A"));
+        // Every 16-byte key a client may send is accepted.
+        for seed in 0u8..=255 {
+            let bytes: Vec<u8> = (0..16u8)
+                .map(|i| seed.wrapping_mul(31).wrapping_add(i * 17))
+                .collect();
+            let key = data_encoding::BASE64.encode(&bytes);
+            assert!(is_valid_key(key.as_bytes()), "{key}");
+        }
     }
 }

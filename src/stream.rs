@@ -89,6 +89,14 @@ impl Stream {
         }
     }
 
+    /// Whether closing the stream needs a shutdown first: TLS sends its
+    /// close_notify, and an upgraded hyper stream its own end. Dropping a
+    /// plain TCP socket sends the FIN a shutdown would, one system call
+    /// fewer.
+    pub(crate) fn needs_shutdown(&self) -> bool {
+        !matches!(self.transport, Transport::Tcp(_))
+    }
+
     fn transport(&mut self) -> Pin<&mut (dyn AsyncReadWrite + Unpin + Send)> {
         self.transport.as_io()
     }

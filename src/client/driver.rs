@@ -281,7 +281,7 @@ impl Driver {
             }
         }
 
-        if self.phase.poll_deadline(cx).is_ready() {
+        if self.phase.poll_deadline(cx, false).is_ready() {
             tracing::debug!("client close handshake timed out: dropping the connection");
             return self.finish();
         }

@@ -172,13 +172,25 @@ impl Phase {
         matches!(self, Phase::Closed)
     }
 
-    /// Ready when the deadline of a closing phase has passed.
-    pub fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Ready when the deadline of a closing phase has passed. With `again`
+    /// (the task has woken itself and runs again at once) the deadline is
+    /// only compared with the clock: its timer is registered (which costs a
+    /// wake-up of the runtime's driver) only when the connection actually
+    /// waits, so a close handshake that completes at once never arms it.
+    pub fn poll_deadline(&mut self, cx: &mut Context<'_>, again: bool) -> Poll<()> {
         match self {
             Phase::Draining { deadline, .. }
             | Phase::Closing { deadline }
             | Phase::Failing { deadline }
-            | Phase::Lingering { deadline, .. } => deadline.as_mut().poll(cx),
+            | Phase::Lingering { deadline, .. } => {
+                if !again {
+                    deadline.as_mut().poll(cx)
+                } else if deadline.deadline() <= tokio::time::Instant::now() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            }
             Phase::Open | Phase::Closed => Poll::Pending,
         }
     }
@@ -310,13 +322,15 @@ mod tests {
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         for phase in &mut phases {
-            assert!(phase.poll_deadline(&mut cx).is_pending());
+            assert!(phase.poll_deadline(&mut cx, true).is_pending());
+            assert!(phase.poll_deadline(&mut cx, false).is_pending());
         }
         tokio::time::advance(T + Duration::from_millis(1)).await;
         for phase in &mut phases {
-            assert!(phase.poll_deadline(&mut cx).is_ready());
+            assert!(phase.poll_deadline(&mut cx, true).is_ready());
+            assert!(phase.poll_deadline(&mut cx, false).is_ready());
         }
-        assert!(Phase::Open.poll_deadline(&mut cx).is_pending());
+        assert!(Phase::Open.poll_deadline(&mut cx, false).is_pending());
     }
 
     #[test]

@@ -83,6 +83,10 @@ impl<S> CloseCodes<S> {
         }
     }
 
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }

@@ -3,7 +3,7 @@
 //! the socket allows at a given moment; `driver.rs` calls it between and
 //! during handler methods.
 
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -124,6 +124,15 @@ pub(crate) fn establish(
     (context, connection)
 }
 
+/// What is left of a connection after its socket is closed.
+pub(super) struct Ended {
+    pub metrics: ConnectionMetrics,
+    /// The close code it ended with (1006 without a close handshake).
+    pub code: u16,
+    /// Who began the close.
+    pub side: Side,
+}
+
 /// The engine side of a connection: the socket and everything that moves it.
 pub(crate) struct Connection {
     ws: WebSocketStream<Wire>,
@@ -147,15 +156,34 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Closes the socket for good once the loop is over. The shutdown is
-    /// bounded: over TLS it writes a close_notify, which a peer that stopped
-    /// reading would otherwise hold up for ever (and `on_close` with it).
+    /// Ends the connection once the loop is over: the queue is emptied for
+    /// good and, where the stream needs one (TLS: its close_notify), a
+    /// shutdown is written. The shutdown is bounded: a peer that stopped
+    /// reading would otherwise hold it up for ever (and `on_close` with it).
+    /// A shutdown that completes at once does not arm the timer.
     pub(super) async fn finish(&mut self) {
         self.queue.close();
         self.queue.discard();
         self.own.flushed(&self.queue);
-        let shutdown = tokio::io::AsyncWriteExt::shutdown(self.ws.get_mut());
-        let _ = tokio::time::timeout(self.close_timeout, shutdown).await;
+        if !self.ws.get_ref().get_ref().get_ref().needs_shutdown() {
+            return;
+        }
+        let mut shutdown = pin!(tokio::io::AsyncWriteExt::shutdown(self.ws.get_mut()));
+        if shutdown.as_mut().now_or_never().is_none() {
+            let _ = tokio::time::timeout(self.close_timeout, shutdown).await;
+        }
+    }
+
+    /// Drops the socket (closing it) and everything else of the
+    /// connection but its metrics, before `on_close` runs: the peer sees the
+    /// end at once, however long `on_close` takes.
+    pub(super) fn into_ended(self) -> Ended {
+        let (code, side) = self.ended();
+        Ended {
+            metrics: self.metrics,
+            code,
+            side,
+        }
     }
 
     pub(super) fn begin_close(&mut self, code: u16, reason: Utf8Bytes) {
@@ -167,7 +195,7 @@ impl Connection {
 
     /// The close code the connection ended with (1006 when there was no
     /// close handshake) and who began the close.
-    pub(super) fn ended(&self) -> (u16, Side) {
+    fn ended(&self) -> (u16, Side) {
         self.closing.unwrap_or((ABNORMAL, Side::Neither))
     }
 
@@ -220,6 +248,8 @@ impl Connection {
             return Poll::Ready(None);
         }
         self.queue.register(cx.waker());
+        // Whether this round woke the task to run again at once.
+        let mut again = false;
         if self.phase.is_open() {
             self.poll_close_triggers(cx);
         }
@@ -247,9 +277,13 @@ impl Connection {
                     // A close or an event outside the open phase: go round
                     // again to read on.
                     cx.waker().wake_by_ref();
+                    again = true;
                 }
                 Poll::Ready(Some(Err(error))) => match close_for(&error) {
-                    Some((code, reason)) if self.phase.feeds_queue() => self.fail(code, reason, cx),
+                    Some((code, reason)) if self.phase.feeds_queue() => {
+                        self.fail(code, reason, cx);
+                        again = true;
+                    }
                     // The close handshake finished, or the peer vanished.
                     _ => return self.closed(),
                 },
@@ -268,6 +302,7 @@ impl Connection {
                     if outgoing_full && !self.queue.is_full() {
                         // Reading was held back for room that is free now.
                         cx.waker().wake_by_ref();
+                        again = true;
                     }
                 }
                 Poll::Ready(Err(_)) => return self.closed(),
@@ -282,7 +317,7 @@ impl Connection {
             }
         }
 
-        if self.phase.poll_deadline(cx).is_ready() {
+        if self.phase.poll_deadline(cx, again).is_ready() {
             tracing::debug!("close handshake timed out: dropping the connection");
             return self.closed();
         }

@@ -91,13 +91,13 @@ fn drive<H: WebSocketHandler>(
         ws.leave_all();
         ws.set_peer_close(io.peer_close.take().unwrap_or_default());
         io.finish().await;
+        let ended = io.into_ended();
         if guarded(handler.on_close(&ws)).await.is_err() {
-            io.metrics.panicked();
+            ended.metrics.panicked();
             tracing::warn!("WebSocket handler panicked in on_close");
         }
-        let (code, side) = io.ended();
-        io.metrics.closed(code, side);
-        tracing::debug!(code, ?side, "WebSocket closed");
+        ended.metrics.closed(ended.code, ended.side);
+        tracing::debug!(code = ended.code, side = ?ended.side, "WebSocket closed");
     }
 }
 

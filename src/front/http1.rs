@@ -18,7 +18,7 @@ use super::access_log::log_access;
 use super::head_rules::check_head;
 use crate::client_limits;
 use crate::engine::BoxFuture;
-use crate::handshake::{switching_protocols, Handshake, Via};
+use crate::handshake::{header_has_token, switching_protocols, Handshake, Via};
 use crate::request::RemoteAddr;
 use crate::response::text_response;
 use crate::router::{answer_page, Route};
@@ -210,14 +210,7 @@ fn wants_keep_alive(request: &Request<()>) -> bool {
     {
         return false;
     }
-    let connection_has = |token: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
+    let connection_has = |token| header_has_token(headers, header::CONNECTION, token);
     match request.version() {
         Version::HTTP_10 => connection_has("keep-alive"),
         _ => !connection_has("close"),
