@@ -28,7 +28,7 @@ const NAME: &str = "permessage-deflate";
 /// two-byte entries, a 128 KiB hash table (at any window and memory level)
 /// and `7 · 2^(mem_level + 6)` bytes of symbol and output buffers (112 KiB
 /// at memory level 8, 896 bytes at 1): about 370 KiB allocated at 15 bits
-/// and level 8, 257 KiB at level 1. The decompressor keeps a window of
+/// and level 8, about 260 KiB at level 1. The decompressor keeps a window of
 /// `2^max_window_bits` bytes plus about 7 KiB, and the codec buffers about
 /// 40 KiB while a message is in flight. With no context takeover on a side,
 /// that side's state is borrowed from a small per-thread pool for each
