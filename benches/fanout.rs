@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example fanout -- [-n 10000] [-k 50] [--burst 20] [--bursts 5]
 //!     [--size 100] [--modes shared,naive[,ordered]] [--redis URL]
-//!     [--deflate off|shared|own]
+//!     [--deflate off|shared|own] [--mem-level 1..9] [--words]
 //! ```
 //!
 //! `--deflate` makes the receivers offer permessage-deflate and the server
@@ -12,6 +12,10 @@
 //! connection compresses the shared message with its own window; about
 //! 300 KiB of compressor per receiver, so keep `-n` small). The client
 //! inflates what it receives, one decompressor per receiver.
+//! `--mem-level` sets the server's `CompressionOptions::mem_level`
+//! (default 8). `--words` fills the messages with varied words instead of
+//! one repeated letter, so that a large message gives the compressor
+//! thousands of symbols, as a real document does.
 //!
 //! Two processes, because N clients and N server sockets in one process
 //! would need 2N descriptors and open files are capped at 20 000 per process
@@ -82,6 +86,8 @@ struct Opts {
     modes: Vec<&'static str>,
     redis: Option<String>,
     deflate: &'static str,
+    mem_level: u8,
+    words: bool,
 }
 
 fn parse(args: &[String]) -> Opts {
@@ -94,6 +100,8 @@ fn parse(args: &[String]) -> Opts {
         modes: vec!["shared", "naive"],
         redis: None,
         deflate: "off",
+        mem_level: 8,
+        words: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -124,17 +132,43 @@ fn parse(args: &[String]) -> Opts {
                     other => panic!("unknown --deflate {other}"),
                 }
             }
+            "--mem-level" => opts.mem_level = value().parse().expect("--mem-level 1..9"),
+            "--words" => opts.words = true,
             other => panic!("unknown argument {other}"),
         }
     }
     opts
 }
 
-/// `{"seq":SEQ,"body":"xxx…"}`, padded to about `size` bytes.
+/// `--words`: the server's message bodies are words, not one letter.
+static WORDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `{"seq":SEQ,"body":"xxx…"}`, padded to about `size` bytes; with
+/// `--words`, the body is words picked by a small deterministic generator.
 fn payload(seq: u64, size: usize) -> String {
     let head = format!("{{\"seq\":{seq},\"body\":\"");
     let pad = size.saturating_sub(head.len() + 2);
-    format!("{head}{}\"}}", "x".repeat(pad))
+    if !WORDS.load(std::sync::atomic::Ordering::Relaxed) {
+        return format!("{head}{}\"}}", "x".repeat(pad));
+    }
+    const VOCABULARY: [&str; 16] = [
+        "alpha ", "bravo ", "room ", "user ", "message ", "hello ", "world ", "json ", "seven ",
+        "ninety ", "delta ", "quick ", "brown ", "fox ", "lazy ", "dog ",
+    ];
+    let mut body = String::with_capacity(pad + 16);
+    let mut state = seq
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    while body.len() < pad {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        body.push_str(VOCABULARY[(state >> 60) as usize]);
+        body.push_str(&((state >> 40) % 1000).to_string());
+        body.push(' ');
+    }
+    body.truncate(pad);
+    format!("{head}{body}\"}}")
 }
 
 // ---------------------------------------------------------------------------
@@ -146,13 +180,15 @@ type Registry = Arc<Mutex<Vec<WebSocketSender>>>;
 struct Receiver {
     registry: Registry,
     deflate: &'static str,
+    mem_level: u8,
 }
 
 impl WebSocketHandler for Receiver {
     fn compression_options(&self) -> Option<CompressionOptions> {
+        let options = CompressionOptions::new().mem_level(self.mem_level);
         match self.deflate {
-            "shared" => Some(CompressionOptions::new().server_no_context_takeover(true)),
-            "own" => Some(CompressionOptions::new()),
+            "shared" => Some(options.server_no_context_takeover(true)),
+            "own" => Some(options),
             _ => None,
         }
     }
@@ -231,7 +267,8 @@ fn server(opts: Opts) -> std::io::Result<()> {
         let registry = Registry::default();
         let times = CallTimes::default();
         let size = opts.size;
-        let deflate = opts.deflate;
+        let (deflate, mem_level) = (opts.deflate, opts.mem_level);
+        WORDS.store(opts.words, std::sync::atomic::Ordering::Relaxed);
         let rx_registry = registry.clone();
         let ctl_registry = registry.clone();
         let ctl_times = times.clone();
@@ -239,6 +276,7 @@ fn server(opts: Opts) -> std::io::Result<()> {
             .websocket("/rx", move || Receiver {
                 registry: rx_registry.clone(),
                 deflate,
+                mem_level,
             })
             .websocket("/ctl", move || Control {
                 registry: ctl_registry.clone(),
@@ -506,7 +544,12 @@ fn main() -> std::io::Result<()> {
         opts.size.to_string(),
         "--deflate".to_owned(),
         opts.deflate.to_owned(),
+        "--mem-level".to_owned(),
+        opts.mem_level.to_string(),
     ];
+    if opts.words {
+        child_args.push("--words".to_owned());
+    }
     if let Some(url) = &opts.redis {
         child_args.extend(["--redis".to_owned(), url.clone()]);
     }

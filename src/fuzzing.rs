@@ -127,21 +127,25 @@ pub fn frame_input(data: &[u8]) {
             ours: side(false, 15),
             theirs: side(false, 15),
             level: 6,
+            mem_level: 8,
         },
         1 => Agreed {
             ours: side(true, 9),
             theirs: side(true, 9),
             level: 1,
+            mem_level: 1,
         },
         2 => Agreed {
             ours: side(false, 8),
             theirs: side(true, 15),
             level: 9,
+            mem_level: 4,
         },
         _ => Agreed {
             ours: side(true, 15),
             theirs: side(false, 10),
             level: 0,
+            mem_level: 9,
         },
     };
     run_frames(data, Some(agreed));

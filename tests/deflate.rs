@@ -45,6 +45,9 @@ async fn start() -> TestServer {
                     .server_max_window_bits(9)
                     .client_max_window_bits(9),
             ),
+        })
+        .websocket("/small", || Echo {
+            compression: Some(CompressionOptions::new().mem_level(1)),
         });
     TestServer::start(app).await
 }
@@ -100,6 +103,17 @@ async fn the_response_header_is_exact() {
                  client_max_window_bits=9",
             ),
         ),
+        // The memory level is the server's own business: not in the answer.
+        (
+            "/small",
+            "permessage-deflate; client_max_window_bits",
+            Some("permessage-deflate"),
+        ),
+        (
+            "/small",
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=10",
+            Some("permessage-deflate; server_no_context_takeover; server_max_window_bits=10"),
+        ),
         // An unknown parameter declines that offer; the next one is taken.
         (
             "/deflate",
@@ -131,11 +145,11 @@ async fn the_response_header_is_exact() {
 #[tokio::test]
 async fn the_client_and_server_compress_both_ways() {
     let server = start().await;
-    for path in ["/deflate", "/lean"] {
+    for (path, mem_level) in [("/deflate", 8), ("/lean", 8), ("/small", 1)] {
         let mut client = server
             .try_connect(
                 path,
-                ConnectOptions::new().compression(CompressionOptions::new()),
+                ConnectOptions::new().compression(CompressionOptions::new().mem_level(mem_level)),
             )
             .await
             .unwrap();
@@ -226,6 +240,40 @@ async fn compressed_frames_are_inflated_and_replies_compressed() {
         .unwrap();
     let close = read_frame(&mut raw).await;
     assert_eq!((close.rsv, close.opcode), (0, CLOSE));
+}
+
+#[tokio::test]
+async fn a_low_memory_level_sends_what_any_inflater_reads() {
+    let server = start().await;
+    let (response, mut raw) = offer(&server, "/small", "permessage-deflate").await;
+    assert_eq!(
+        response.header("sec-websocket-extensions"),
+        Some("permessage-deflate")
+    );
+    let mut compressor = Compress::new(Compression::default(), false);
+    // A plain zlib inflater, as tungstenite's or Python's would be.
+    let mut decompressor = Decompress::new(false);
+    // Far more symbols than memory level 1's 128-symbol buffer: the server
+    // sends this message in many deflate blocks.
+    let document: String = (0..4000u32)
+        .map(|i| {
+            format!(
+                r#"{{"id":{i},"name":"user{}","score":{}}},"#,
+                i % 97,
+                i * 31 % 977
+            )
+        })
+        .collect();
+    for text in [document.as_str(), "short", document.as_str()] {
+        let payload = compress(&mut compressor, text.as_bytes());
+        raw.write_all(&Frame::new(TEXT).rsv(0b100).with(&payload))
+            .await
+            .unwrap();
+        let echo = read_frame(&mut raw).await;
+        assert_eq!((echo.fin, echo.rsv, echo.opcode), (true, 0b100, TEXT));
+        assert!(echo.payload.len() < text.len().max(16), "compressed");
+        assert_eq!(inflate(&mut decompressor, &echo.payload), text.as_bytes());
+    }
 }
 
 async fn closes_with(server: &TestServer, path: &str, frames: &[Vec<u8>], code: u16) {

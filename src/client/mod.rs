@@ -335,7 +335,10 @@ impl ConnectOptions {
                 masked: false,
                 max_message_size: self.max_message_size,
             };
-            (config, Deflater::new(agreed.ours, agreed.level))
+            (
+                config,
+                Deflater::new(agreed.ours, agreed.level, agreed.mem_level),
+            )
         }));
 
         let queue = Arc::new(SendQueue::new(

@@ -24,8 +24,11 @@ const NAME: &str = "permessage-deflate";
 /// must keep to inflate), the `client_*` ones what the client compresses.
 ///
 /// Memory per compressing connection: the compressor keeps a window of
-/// `2^max_window_bits` bytes twice over plus hash tables (about 130 KiB at
-/// any window, 256 KiB at 15 bits), the decompressor a window of
+/// `2^max_window_bits` bytes twice over, a chain table of `2^max_window_bits`
+/// two-byte entries, a 128 KiB hash table (at any window and memory level)
+/// and `7 · 2^(mem_level + 6)` bytes of symbol and output buffers (112 KiB
+/// at memory level 8, 896 bytes at 1): about 370 KiB allocated at 15 bits
+/// and level 8, about 260 KiB at level 1. The decompressor keeps a window of
 /// `2^max_window_bits` bytes plus about 7 KiB, and the codec buffers about
 /// 40 KiB while a message is in flight. With no context takeover on a side,
 /// that side's state is borrowed from a small per-thread pool for each
@@ -36,13 +39,16 @@ const NAME: &str = "permessage-deflate";
 ///
 /// let options = CompressionOptions::new()
 ///     .level(6)
+///     .mem_level(4)
 ///     .server_no_context_takeover(true)
 ///     .client_max_window_bits(12);
 /// assert_eq!(options.get_level(), 6);
+/// assert_eq!(options.get_mem_level(), 4);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompressionOptions {
     level: u32,
+    mem_level: u8,
     server_no_context_takeover: bool,
     client_no_context_takeover: bool,
     server_max_window_bits: u8,
@@ -56,11 +62,13 @@ impl Default for CompressionOptions {
 }
 
 impl CompressionOptions {
-    /// Defaults: level 6 (zlib's default, as Tornado), context takeover on
-    /// both sides, 15-bit windows (the most the peer allows).
+    /// Defaults: level 6 and memory level 8 (zlib's defaults, as Tornado),
+    /// context takeover on both sides, 15-bit windows (the most the peer
+    /// allows).
     pub fn new() -> Self {
         CompressionOptions {
             level: 6,
+            mem_level: 8,
             server_no_context_takeover: false,
             client_no_context_takeover: false,
             server_max_window_bits: 15,
@@ -72,6 +80,19 @@ impl CompressionOptions {
     /// as 9. Default: 6.
     pub fn level(mut self, level: u32) -> Self {
         self.level = level.min(9);
+        self
+    }
+
+    /// zlib's memory level (Tornado's `mem_level`), 1 to 9 (clamped): the
+    /// compressor's symbol and output buffers take `7 · 2^(mem_level + 6)`
+    /// bytes, 112 KiB at 8, 7 KiB at 4, 896 bytes at 1. A lower level
+    /// costs less memory per compressing connection; a message longer than
+    /// the buffer holds symbols for is then sent in more deflate blocks,
+    /// slightly larger. It only changes what this endpoint sends, so it is
+    /// not negotiated. Unlike C zlib, the backend (zlib-rs) keeps its hash
+    /// table at 128 KiB at every level. Default: 8.
+    pub fn mem_level(mut self, mem_level: u8) -> Self {
+        self.mem_level = mem_level.clamp(1, 9);
         self
     }
 
@@ -111,6 +132,11 @@ impl CompressionOptions {
     /// The deflate level.
     pub fn get_level(&self) -> u32 {
         self.level
+    }
+
+    /// zlib's memory level.
+    pub fn get_mem_level(&self) -> u8 {
+        self.mem_level
     }
 
     /// The offer a client sends: these settings, and
@@ -159,23 +185,34 @@ pub(crate) struct Agreed {
     pub theirs: Side,
     /// This endpoint's deflate level.
     pub level: u32,
+    /// This endpoint's zlib memory level, 1 to 9.
+    pub mem_level: u8,
 }
 
 /// What a compressed message depends on when the compressor starts afresh
-/// for every message (no context takeover): the level and the window.
+/// for every message (no context takeover): the level, the memory level
+/// (it decides where a long message's deflate blocks end) and the window.
 /// Receivers with equal keys can share one compressed frame. Packed in two
-/// bytes, as every connection's send queue holds one.
+/// bytes, as every connection's send queue holds one: the window in bits
+/// 0–3, the level in 4–7, the memory level in 8–11, bit 12 always set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SharedKey(std::num::NonZeroU16);
 
 impl SharedKey {
-    fn new(level: u32, max_window_bits: u8) -> Self {
-        let packed = 0x100 | (level.min(9) as u16) << 4 | u16::from(max_window_bits & 0xf);
-        SharedKey(std::num::NonZeroU16::new(packed).expect("bit 8 is set"))
+    fn new(level: u32, mem_level: u8, max_window_bits: u8) -> Self {
+        let packed = 0x1000
+            | u16::from(mem_level.clamp(1, 9)) << 8
+            | (level.min(9) as u16) << 4
+            | u16::from(max_window_bits & 0xf);
+        SharedKey(std::num::NonZeroU16::new(packed).expect("bit 12 is set"))
     }
 
     pub fn level(self) -> u32 {
         u32::from((self.0.get() >> 4) & 0xf)
+    }
+
+    pub fn mem_level(self) -> u8 {
+        ((self.0.get() >> 8) & 0xf) as u8
     }
 
     pub fn max_window_bits(self) -> u8 {
@@ -190,7 +227,7 @@ impl Agreed {
     pub fn shared_key(&self) -> Option<SharedKey> {
         self.ours
             .no_context_takeover
-            .then(|| SharedKey::new(self.level, self.ours.max_window_bits.max(9)))
+            .then(|| SharedKey::new(self.level, self.mem_level, self.ours.max_window_bits.max(9)))
     }
 }
 
@@ -414,6 +451,7 @@ fn answer(offer: &Params, options: &CompressionOptions) -> (Agreed, String) {
             max_window_bits: client_bits,
         },
         level: options.level,
+        mem_level: options.mem_level,
     };
     (agreed, response)
 }
@@ -461,6 +499,7 @@ pub(crate) fn read_answer<'a>(
                     max_window_bits: server_bits,
                 },
                 level: options.level,
+                mem_level: options.mem_level,
             });
         }
     }
@@ -622,5 +661,55 @@ mod tests {
                 .offer(),
             "permessage-deflate; client_no_context_takeover; server_max_window_bits=10; client_max_window_bits=11"
         );
+    }
+
+    #[test]
+    fn the_memory_level_is_clamped_and_not_negotiated() {
+        assert_eq!(CompressionOptions::new().get_mem_level(), 8);
+        assert_eq!(CompressionOptions::new().mem_level(0).get_mem_level(), 1);
+        assert_eq!(CompressionOptions::new().mem_level(200).get_mem_level(), 9);
+        let options = CompressionOptions::new()
+            .mem_level(2)
+            .server_no_context_takeover(true);
+        let (agreed, header) = accept(&["permessage-deflate"], &options).unwrap();
+        assert_eq!(header, "permessage-deflate; server_no_context_takeover");
+        assert_eq!(agreed.mem_level, 2);
+        assert_eq!(
+            options.offer(),
+            CompressionOptions::new()
+                .server_no_context_takeover(true)
+                .offer()
+        );
+        let answer = HeaderValue::from_static("permessage-deflate; server_no_context_takeover");
+        let client = read_answer(std::iter::once(&answer), &options)
+            .unwrap()
+            .unwrap();
+        assert_eq!(client.mem_level, 2);
+    }
+
+    #[test]
+    fn the_shared_key_keeps_the_memory_level_apart() {
+        let options = CompressionOptions::new()
+            .level(7)
+            .server_no_context_takeover(true)
+            .server_max_window_bits(8);
+        let key = |mem_level| {
+            accept(
+                &["permessage-deflate"],
+                &options.clone().mem_level(mem_level),
+            )
+            .unwrap()
+            .0
+            .shared_key()
+            .unwrap()
+        };
+        for mem_level in 1..=9 {
+            let k = key(mem_level);
+            assert_eq!(
+                (k.level(), k.mem_level(), k.max_window_bits()),
+                (7, mem_level, 9)
+            );
+        }
+        assert_ne!(key(1), key(8));
     }
 }

@@ -13,13 +13,16 @@
 
 use std::cell::RefCell;
 
-use flate2::{Compress, Compression, Decompress};
+use flate2::Decompress;
+use zlib_rs::Deflate;
+
+use super::write::Tuning;
 
 /// The most compressors (and, separately, decompressors) one thread keeps.
 const KEEP: usize = 4;
 
 struct Pool {
-    compressors: Vec<(u32, u8, Box<Compress>)>,
+    compressors: Vec<(Tuning, Box<Deflate>)>,
     decompressors: Vec<(u8, Box<Decompress>)>,
 }
 
@@ -32,36 +35,27 @@ thread_local! {
     };
 }
 
-/// A raw-deflate compressor with `level` and a window of `bits` (9..=15),
-/// from this thread's pool if one is there.
-pub(crate) fn compressor(level: u32, bits: u8) -> Box<Compress> {
+/// A raw-deflate compressor built with `tuning`, from this thread's pool if
+/// one with the same tuning is there.
+pub(crate) fn compressor(tuning: Tuning) -> Box<Deflate> {
     let pooled = POOL
         .try_with(|pool| {
             let mut pool = pool.borrow_mut();
-            let at = pool
-                .compressors
-                .iter()
-                .position(|(l, b, _)| *l == level && *b == bits)?;
-            Some(pool.compressors.swap_remove(at).2)
+            let at = pool.compressors.iter().position(|(t, _)| *t == tuning)?;
+            Some(pool.compressors.swap_remove(at).1)
         })
         .ok()
         .flatten();
-    pooled.unwrap_or_else(|| {
-        Box::new(Compress::new_with_window_bits(
-            Compression::new(level),
-            false,
-            bits,
-        ))
-    })
+    pooled.unwrap_or_else(|| tuning.build())
 }
 
 /// Gives a compressor back after a message, reset.
-pub(crate) fn give_back_compressor(level: u32, bits: u8, mut compress: Box<Compress>) {
+pub(crate) fn give_back_compressor(tuning: Tuning, mut compress: Box<Deflate>) {
     compress.reset();
     let _ = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
         if pool.compressors.len() < KEEP {
-            pool.compressors.push((level, bits, compress));
+            pool.compressors.push((tuning, compress));
         }
     });
 }

@@ -3,7 +3,7 @@
 //! `00 00 ff ff` is dropped (RFC 7692 §7.2.1), sent as one frame with RSV1.
 
 use bytes::Bytes;
-use flate2::{Compress, Compression, FlushCompress};
+use zlib_rs::{Deflate, DeflateConfig, DeflateFlush};
 
 use super::pool;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -14,51 +14,90 @@ use super::{SharedKey, Side};
 /// The four bytes a sync flush ends with, left off on the wire.
 pub(crate) const TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
+/// Everything a compressor is built with. A pooled compressor is lent only
+/// for an equal tuning, as each part shapes its output or its memory.
+///
+/// flate2 (squall's inflater) sets no memory level, so the compressor is
+/// zlib-rs's own `Deflate`, the backend flate2 runs on, built with a full
+/// `DeflateConfig`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tuning {
+    /// 0 to 9.
+    level: u8,
+    /// 1 to 9.
+    mem_level: u8,
+    /// 9 to 15: zlib-rs refuses a raw stream with an 8-bit window.
+    window_bits: u8,
+}
+
+impl Tuning {
+    /// Clamped to what zlib accepts, so building never fails on a value
+    /// (zlib-rs panics on a configuration it rejects). A window of 8 bits
+    /// becomes 9, which is safe for an 8-bit peer: zlib's matches reach back
+    /// at most 2^9 - 262 bytes.
+    pub fn new(level: u32, mem_level: u8, window_bits: u8) -> Self {
+        Tuning {
+            level: level.min(9) as u8,
+            mem_level: mem_level.clamp(1, 9),
+            window_bits: window_bits.clamp(9, 15),
+        }
+    }
+
+    /// A fresh raw-deflate compressor (no zlib header: negative window bits).
+    pub fn build(self) -> Box<Deflate> {
+        Box::new(Deflate::new_with_config(DeflateConfig {
+            level: i32::from(self.level),
+            window_bits: -i32::from(self.window_bits),
+            mem_level: i32::from(self.mem_level),
+            ..DeflateConfig::default()
+        }))
+    }
+}
+
 /// One endpoint's compressor.
 pub(crate) struct Deflater {
     /// Built on first use and kept, with context takeover; without it,
     /// borrowed from the thread's pool for each message and given back
     /// after it (an idle connection then holds none).
-    compress: Option<Box<Compress>>,
-    level: u32,
-    side: Side,
+    compress: Option<Box<Deflate>>,
+    tuning: Tuning,
+    no_context_takeover: bool,
 }
 
 impl Deflater {
-    pub fn new(side: Side, level: u32) -> Self {
+    pub fn new(side: Side, level: u32, mem_level: u8) -> Self {
         Deflater {
             compress: None,
-            level,
-            side,
+            tuning: Tuning::new(level, mem_level, side.max_window_bits),
+            no_context_takeover: side.no_context_takeover,
         }
     }
 
     /// Compresses one message's payload.
     pub fn compress(&mut self, payload: &[u8]) -> Bytes {
-        let (level, side) = (self.level, self.side);
-        // zlib cannot deflate with an 8-bit window; 9 bits is safe for an
-        // 8-bit peer, as zlib's matches reach back at most 2^9 - 262 bytes.
-        let bits = side.max_window_bits.max(9);
+        let (tuning, no_context_takeover) = (self.tuning, self.no_context_takeover);
         let compress = self.compress.get_or_insert_with(|| {
-            if side.no_context_takeover {
-                pool::compressor(level, bits)
+            if no_context_takeover {
+                pool::compressor(tuning)
             } else {
-                Box::new(Compress::new_with_window_bits(
-                    Compression::new(level),
-                    false,
-                    bits,
-                ))
+                tuning.build()
             }
         });
-        let mut out = Vec::with_capacity(payload.len() / 2 + 64);
-        let start = compress.total_in();
+        // Zero-filled rather than written into spare capacity: it keeps this
+        // safe, and clearing memory costs little next to deflating it.
+        let mut out = vec![0; payload.len() / 2 + 64];
+        let (mut consumed, mut written) = (0, 0);
         loop {
-            let consumed = (compress.total_in() - start) as usize;
-            if out.capacity() - out.len() < 64 {
-                out.reserve(out.capacity().max(64));
+            if out.len() - written < 64 {
+                out.resize(out.len() * 2, 0);
             }
+            let (in_before, out_before) = (compress.total_in(), compress.total_out());
             if compress
-                .compress_vec(&payload[consumed..], &mut out, FlushCompress::Sync)
+                .compress(
+                    &payload[consumed..],
+                    &mut out[written..],
+                    DeflateFlush::SyncFlush,
+                )
                 .is_err()
             {
                 // Cannot happen with a valid stream; start afresh rather than
@@ -66,13 +105,15 @@ impl Deflater {
                 self.compress = None;
                 return Bytes::new();
             }
-            let consumed = (compress.total_in() - start) as usize;
+            consumed += (compress.total_in() - in_before) as usize;
+            written += (compress.total_out() - out_before) as usize;
             // The flush is complete once all input is in and the output was
             // not filled to the brim.
-            if consumed == payload.len() && out.len() < out.capacity() {
+            if consumed == payload.len() && written < out.len() {
                 break;
             }
         }
+        out.truncate(written);
         if out.ends_with(&TRAILER) {
             out.truncate(out.len() - TRAILER.len());
         }
@@ -80,9 +121,9 @@ impl Deflater {
             // An empty message compresses to a single empty stored block.
             out.push(0x00);
         }
-        if self.side.no_context_takeover {
+        if no_context_takeover {
             if let Some(compress) = self.compress.take() {
-                pool::give_back_compressor(level, bits, compress);
+                pool::give_back_compressor(tuning, compress);
             }
         }
         Bytes::from(out)
@@ -111,7 +152,10 @@ pub(crate) fn compress_shared(
         no_context_takeover: true,
         max_window_bits: key.max_window_bits(),
     };
-    compress_message(&mut Deflater::new(side, key.level()), message.clone())
+    compress_message(
+        &mut Deflater::new(side, key.level(), key.mem_level()),
+        message.clone(),
+    )
 }
 
 /// The message as it goes on the wire: data messages compressed, control
@@ -150,7 +194,7 @@ mod tests {
                 no_context_takeover,
                 max_window_bits: 10,
             };
-            let mut deflater = Deflater::new(side, 6);
+            let mut deflater = Deflater::new(side, 6, 8);
             let mut decompress = Decompress::new_with_window_bits(false, 10);
             let message = br#"{"user":"ada","text":"hello hello hello world"}"#.repeat(20);
             let first = deflater.compress(&message);
@@ -174,7 +218,73 @@ mod tests {
             no_context_takeover: false,
             max_window_bits: 15,
         };
-        let compressed = Deflater::new(side, 6).compress(b"");
+        let compressed = Deflater::new(side, 6, 8).compress(b"");
         assert_eq!(&compressed[..], &[0x00]);
+    }
+
+    /// A JSON-ish document whose symbols overflow a small memory level's
+    /// buffer many times over.
+    fn document() -> Vec<u8> {
+        (0..3000u32)
+            .map(|i| {
+                format!(
+                    r#"{{"id":{i},"name":"user{}","score":{}}},"#,
+                    i * 7 % 113,
+                    i * 31 % 977
+                )
+            })
+            .collect::<String>()
+            .into_bytes()
+    }
+
+    #[test]
+    fn every_memory_level_round_trips() {
+        let message = document();
+        let mut sizes = Vec::new();
+        for mem_level in 1..=9 {
+            let side = Side {
+                no_context_takeover: false,
+                max_window_bits: 15,
+            };
+            let mut deflater = Deflater::new(side, 6, mem_level);
+            let mut decompress = Decompress::new_with_window_bits(false, 15);
+            let first = deflater.compress(&message);
+            assert_eq!(
+                inflate(&mut decompress, &first),
+                message,
+                "mem_level {mem_level}"
+            );
+            let second = deflater.compress(&message);
+            assert_eq!(
+                inflate(&mut decompress, &second),
+                message,
+                "mem_level {mem_level}"
+            );
+            sizes.push(first.len());
+        }
+        // A smaller symbol buffer ends blocks sooner: more block headers.
+        assert!(
+            sizes[0] > sizes[7],
+            "mem_level 1: {} B, 8: {} B",
+            sizes[0],
+            sizes[7]
+        );
+    }
+
+    #[test]
+    fn the_pool_lends_only_an_equal_tuning() {
+        let message = document();
+        let side = |no_context_takeover| Side {
+            no_context_takeover,
+            max_window_bits: 15,
+        };
+        // A fresh compressor at memory level 8, as a reference.
+        let fresh = Deflater::new(side(false), 6, 8).compress(&message);
+        // A pooled one at level 1 goes back to this thread's pool...
+        let low = Deflater::new(side(true), 6, 1).compress(&message);
+        assert_ne!(low, fresh);
+        // ...and must not be lent to a connection at level 8.
+        assert_eq!(Deflater::new(side(true), 6, 8).compress(&message), fresh);
+        assert_eq!(Deflater::new(side(true), 6, 1).compress(&message), low);
     }
 }

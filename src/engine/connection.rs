@@ -84,7 +84,7 @@ pub(crate) fn establish(
                 masked: true,
                 max_message_size: settings.max_message_size,
             };
-            let deflater = Deflater::new(agreed.ours, agreed.level);
+            let deflater = Deflater::new(agreed.ours, agreed.level, agreed.mem_level);
             Inflating::new(stream, config, deflater, std::mem::take(&mut read_ahead))
         }
     };
