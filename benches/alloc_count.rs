@@ -341,9 +341,14 @@ fn main() {
 #[cfg(feature = "metrics")]
 fn install_prometheus() {
     metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("squall_handler_seconds".into()),
+            &squall::HANDLER_SECONDS_BUCKETS,
+        )
+        .expect("buckets given")
         .install_recorder()
         .expect("the only recorder");
-    println!("(feature `metrics` on, Prometheus recorder installed)");
+    println!("(feature `metrics` on, Prometheus recorder installed, handler time in buckets)");
 }
 
 #[cfg(not(feature = "metrics"))]

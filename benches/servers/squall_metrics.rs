@@ -7,10 +7,15 @@
 //! ```text
 //! cargo run --release --features metrics --example bench_echo_metrics -- 127.0.0.1:9001
 //! ```
+//!
+//! With `SQUALL_BENCH_NO_HISTOGRAM=1` in its environment it records every
+//! metric but `squall_handler_seconds` (filtered out), to tell what the
+//! recorder's per-sample work costs from what squall's own counting does.
 
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_util::layers::{FilterLayer, Layer};
 use squall::{Application, Message, WebSocket, WebSocketHandler};
 
 struct Echo;
@@ -29,14 +34,25 @@ fn main() -> std::io::Result<()> {
         .enable_all()
         .build()?
         .block_on(async move {
-            let prometheus = PrometheusBuilder::new()
+            let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Full("squall_handler_seconds".into()),
                     &squall::HANDLER_SECONDS_BUCKETS,
                 )
                 .expect("buckets given")
-                .install_recorder()
-                .expect("the only recorder");
+                .build_recorder();
+            let prometheus = recorder.handle();
+            if std::env::var_os("SQUALL_BENCH_NO_HISTOGRAM").is_some() {
+                // Every metric but the per-message histogram, which the
+                // filter turns into a no-op handle: what the counters and
+                // squall's own timing cost, without the recorder's
+                // per-sample work.
+                let filtered =
+                    FilterLayer::from_patterns(["squall_handler_seconds"]).layer(recorder);
+                metrics::set_global_recorder(filtered).expect("the only recorder");
+            } else {
+                metrics::set_global_recorder(recorder).expect("the only recorder");
+            }
             // As a deployment would: handler times in buckets, and samples
             // folded into them every few seconds (a scrape does it too).
             let upkeep = prometheus.clone();
