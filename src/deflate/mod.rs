@@ -12,6 +12,7 @@
 
 mod pool;
 pub(crate) mod read;
+mod tuning;
 pub(crate) mod write;
 
 /// The extension's name in `Sec-WebSocket-Extensions`.

@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use flate2::Decompress;
 use zlib_rs::Deflate;
 
-use super::write::Tuning;
+use super::tuning::Tuning;
 
 /// The most compressors (and, separately, decompressors) one thread keeps.
 const KEEP: usize = 4;
