@@ -189,11 +189,6 @@ impl SendQueue {
             self.capacity.give_back(charge);
             return Err(WriteError::Closed);
         }
-        if items.queue.capacity() == 0 {
-            // Room for one at first: a connection that answers one message
-            // at a time never needs more, and holds it for life.
-            items.queue.reserve_exact(1);
-        }
         items.queue.push_back(Outbound { message, charge });
         drop(items);
         self.task.wake();

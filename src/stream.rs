@@ -54,13 +54,37 @@ const MAX_SLICES: usize = 64;
 pub(crate) struct Stream {
     transport: Transport,
     bulk: Option<Box<Bulk>>,
-    /// Frames handed over and not yet written; the first may be partly
-    /// written (`sent` bytes of it). The queue keeps its allocation, so
+    /// Frames handed over and not yet written: none until the first (a
+    /// connection that only ever writes small messages, which go through
+    /// tungstenite, holds one pointer for this), then kept for life, so
     /// writing allocates nothing per message.
-    frames: VecDeque<WireFrame>,
+    frames: Option<Box<Frames>>,
+}
+
+/// The frames handed over and not yet written; the first may be partly
+/// written (`sent` bytes of it).
+#[derive(Default)]
+struct Frames {
+    queue: VecDeque<WireFrame>,
     sent: usize,
-    /// Bytes in `frames` not yet written.
+    /// Bytes in `queue` not yet written.
     queued: usize,
+}
+
+impl Frames {
+    /// `written` more bytes went out: drops the frames now whole on the wire.
+    fn advance(&mut self, written: usize) {
+        self.queued -= written;
+        let mut done = self.sent + written;
+        while let Some(frame) = self.queue.front() {
+            if done < frame.len() {
+                break;
+            }
+            done -= frame.len();
+            self.queue.pop_front();
+        }
+        self.sent = done;
+    }
 }
 
 /// The read-ahead state of a connection in a bulk phase.
@@ -111,9 +135,7 @@ impl Stream {
         Stream {
             transport,
             bulk: None,
-            frames: VecDeque::new(),
-            sent: 0,
-            queued: 0,
+            frames: None,
         }
     }
 
@@ -129,27 +151,31 @@ impl Stream {
     /// goes out on [`poll_write_frames`](Self::poll_write_frames), on a
     /// flush, or before any later write.
     pub fn push_frame(&mut self, frame: WireFrame) {
-        self.queued += frame.len();
-        if self.frames.capacity() == 0 {
+        let frames = self.frames.get_or_insert_with(Box::default);
+        frames.queued += frame.len();
+        if frames.queue.capacity() == 0 {
             // Room for one at first (kept for life, so an idle connection
             // that wrote one frame at a time holds one slot, not four).
-            self.frames.reserve_exact(1);
+            frames.queue.reserve_exact(1);
         }
-        self.frames.push_back(frame);
+        frames.queue.push_back(frame);
     }
 
     /// Bytes of frames handed over and not yet written.
     pub fn queued_frame_bytes(&self) -> usize {
-        self.queued
+        self.frames.as_ref().map_or(0, |frames| frames.queued)
     }
 
     /// Writes the queued frames: `Ready(Ok)` once all are written.
     pub fn poll_write_frames(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.frames.is_empty() {
+        let Some(frames) = self.frames.as_deref_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        while !frames.queue.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let mut count = 0;
-            let mut skip = self.sent;
-            'gather: for frame in &self.frames {
+            let mut skip = frames.sent;
+            'gather: for frame in &frames.queue {
                 for part in [frame.header(), frame.payload()] {
                     if skip >= part.len() {
                         skip -= part.len();
@@ -175,22 +201,9 @@ impl Stream {
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.advance_frames(written);
+            frames.advance(written);
         }
         Poll::Ready(Ok(()))
-    }
-
-    fn advance_frames(&mut self, written: usize) {
-        self.queued -= written;
-        let mut done = self.sent + written;
-        while let Some(frame) = self.frames.front() {
-            if done < frame.len() {
-                break;
-            }
-            done -= frame.len();
-            self.frames.pop_front();
-        }
-        self.sent = done;
     }
 
     fn transport(&mut self) -> Pin<&mut (dyn AsyncReadWrite + Unpin + Send)> {

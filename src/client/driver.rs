@@ -230,7 +230,7 @@ impl Driver {
                 &self.queue,
                 &mut self.phase,
                 self.close_timeout,
-                None,
+                false,
                 cx,
                 |_| {},
             ) {

@@ -115,7 +115,6 @@ pub(crate) fn establish(
         keepalive: KeepAlive::from_settings(settings),
         shutdown: Shutdown::new(env.shutdown.clone()),
         close_timeout: settings.close_timeout,
-        write_buffer_size: settings.write_buffer_size,
         peer_close: None,
         closing: None,
         limiter: RateLimiter::new(&settings.input_limits),
@@ -149,7 +148,6 @@ pub(crate) struct Connection {
     keepalive: Option<KeepAlive>,
     shutdown: Shutdown,
     close_timeout: Duration,
-    write_buffer_size: usize,
     pub(super) peer_close: Option<PeerClose>,
     /// How the close began: its code and who sent the first close frame
     /// (the first to happen wins; for the closes metric).
@@ -415,7 +413,7 @@ impl Connection {
             &self.queue,
             &mut self.phase,
             self.close_timeout,
-            (!self.unflushed).then_some(self.write_buffer_size),
+            !self.unflushed,
             cx,
             |len| metrics.sent(len),
         )?;

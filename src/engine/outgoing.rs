@@ -131,8 +131,8 @@ impl Outgoing {
 /// frame queue when it takes them, anything else into tungstenite's write
 /// buffer (no syscall yet, unless a buffer passes `write_buffer_size`);
 /// while draining, queues the close frame once the queue is empty, and moves
-/// the phase on. `direct` is `Some(write_buffer_size)` when data frames may
-/// go to the stream now (tungstenite holds no unwritten bytes).
+/// the phase on. `direct` says data frames may go to the stream now
+/// (tungstenite holds no unwritten bytes).
 /// `Ok(true)` if tungstenite was given anything (a flush of it is due; the
 /// stream's own frames are written by the caller), `Err` if the socket
 /// failed. `sent` hears the payload length of each message fed (for
@@ -144,13 +144,14 @@ pub(crate) fn poll_feed<S: AsyncRead + AsyncWrite + Unpin + DirectFrames>(
     queue: &SendQueue,
     phase: &mut Phase,
     close_timeout: Duration,
-    direct: Option<usize>,
+    direct: bool,
     cx: &mut Context<'_>,
     mut sent: impl FnMut(usize),
 ) -> Result<bool, ()> {
     let mut fed = false;
+    let write_buffer_size = ws.get_config().write_buffer_size;
     loop {
-        if let (Some(stream), Some(write_buffer_size)) = (ws.get_mut().get_mut().frames(), direct) {
+        if let Some(stream) = ws.get_mut().get_mut().frames().filter(|_| direct) {
             // Frames past the buffer size are written before more are taken,
             // as tungstenite does with its own buffer.
             if stream.queued_frame_bytes() >= write_buffer_size {
@@ -173,11 +174,7 @@ pub(crate) fn poll_feed<S: AsyncRead + AsyncWrite + Unpin + DirectFrames>(
                 // Frames go to the stream only while tungstenite holds no
                 // unwritten bytes: it held none when this began, and has
                 // been given nothing since.
-                let stream = ws
-                    .get_mut()
-                    .get_mut()
-                    .frames()
-                    .filter(|_| direct.is_some() && !fed);
+                let stream = ws.get_mut().get_mut().frames().filter(|_| direct && !fed);
                 let message = match stream {
                     Some(stream) => match outgoing.into_frame() {
                         Ok(frame) => {
