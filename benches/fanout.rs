@@ -27,9 +27,9 @@
 //! and a control route (`/ctl`). The client opens N receivers, waits for
 //! every `r`, then for each mode sends commands on the control connection:
 //!
-//! - `shared SEQ`: `WebSocket::broadcast`, the message built and converted
-//!   once, its buffer shared by every receiver queue (each connection still
-//!   frames it into its own write buffer);
+//! - `shared SEQ`: `WebSocket::broadcast`, the frame (header and payload)
+//!   built once, every receiver queue holding it and every connection
+//!   writing those same bytes;
 //! - `naive SEQ`: the baseline, a loop over the receivers'
 //!   `WebSocketSender`s, sending each its own freshly built
 //!   `Message::from(String)`;
@@ -48,8 +48,9 @@
 //! the control message's own trip (tens of µs on loopback). `--modes` sets
 //! which in-process modes run and in what order (run both orders).
 //! The server times each fan-out call (the broadcast, or the naive loop) and
-//! prints the figures on stderr when it exits. Everything is bounded by
-//! timeouts.
+//! prints the figures on stderr when it exits; the server's CPU (from
+//! `/proc`) over each mode's rounds and bursts, divided by their deliveries,
+//! is the CPU per delivery. Everything is bounded by timeouts.
 
 #[path = "procfs.rs"]
 #[allow(dead_code)] // each benchmark uses a part of it
@@ -518,6 +519,8 @@ struct ModeResult {
     mode: &'static str,
     rounds: Vec<Duration>,
     bursts: Vec<Duration>,
+    /// Server CPU seconds per delivery over the rounds and bursts.
+    cpu_per_delivery: f64,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -694,6 +697,7 @@ async fn run_client(
         wait_until(&arrivals, &notify, seq, opts.n).await?;
         seq += 1;
         // K timed rounds, one at a time.
+        let mode_cpu_before = process_cpu(server_pid);
         let mut rounds = Vec::with_capacity(opts.k);
         for _ in 0..opts.k {
             let t0 = Instant::now();
@@ -738,10 +742,15 @@ async fn run_client(
                 bursts.push(last - t0);
             }
         }
+        // The server's CPU over the rounds and every burst (the untimed one
+        // too: its deliveries are counted).
+        let cpu = process_cpu(server_pid) - mode_cpu_before;
+        let deliveries = opts.n * (opts.k + opts.burst * (opts.bursts + 1));
         results.push(ModeResult {
             mode,
             rounds,
             bursts,
+            cpu_per_delivery: cpu / deliveries as f64,
         });
     }
     Ok((results, process_cpu(server_pid) - cpu_before))
@@ -776,9 +785,9 @@ fn report(opts: &Opts, results: &[ModeResult]) {
         opts.n, opts.size, opts.k, opts.burst, opts.bursts
     );
     println!(
-        "| mode | last receiver p50 | p99 | deliveries/s (rounds) | deliveries/s (burst, median) | burst min-max |"
+        "| mode | last receiver p50 | p99 | deliveries/s (rounds) | deliveries/s (burst, median) | burst min-max | server CPU µs/delivery |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let mut rates = Vec::new();
     for result in results {
         let mut sorted = result.rounds.clone();
@@ -802,7 +811,7 @@ fn report(opts: &Opts, results: &[ModeResult]) {
             burst_rate,
         ));
         println!(
-            "| {} | {:.2} ms | {:.2} ms | {:.0} | {:.0} | {:.0}-{:.0} |",
+            "| {} | {:.2} ms | {:.2} ms | {:.0} | {:.0} | {:.0}-{:.0} | {:.3} |",
             result.mode,
             percentile(&sorted, 0.5).as_secs_f64() * 1e3,
             percentile(&sorted, 0.99).as_secs_f64() * 1e3,
@@ -810,6 +819,7 @@ fn report(opts: &Opts, results: &[ModeResult]) {
             burst_rate,
             burst_rates[0],
             burst_rates[burst_rates.len() - 1],
+            result.cpu_per_delivery * 1e6,
         );
         println!(
             "  {} bursts in order (deliveries/s): {}",

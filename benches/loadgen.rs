@@ -8,8 +8,11 @@
 //! loadgen idle    --url ws://127.0.0.1:PORT/ -n N [--server-pid PID] [--hold SECS]
 //! ```
 //!
-//! Common options: `--server-pid PID` (sample the server's CPU time / RSS),
-//! `--meta KEY=VALUE` (repeatable, copied into the JSON result line).
+//! Common options: `--server-pid PID` (sample the server's CPU time / RSS,
+//! and in echo mode its user and system time and I/O system calls per
+//! message from /proc), `--meta KEY=VALUE` (repeatable, copied into the JSON
+//! result line), `--callgrind` (the server runs under callgrind: zero its
+//! counters as the measured window opens, dump them as it closes).
 //!
 //! The client speaks the WebSocket protocol by hand on a raw `TcpStream`
 //! instead of using a WebSocket library: frames are built from pre-masked
@@ -25,7 +28,7 @@
 #[path = "procfs.rs"]
 #[allow(dead_code)] // each benchmark uses a part of it
 mod procfs;
-use procfs::{proc_cpu_us, raise_nofile};
+use procfs::{proc_cpu_us, raise_nofile, ProcCounters};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
@@ -76,6 +79,7 @@ struct Args {
     hold: f64,
     parallel: usize,
     server_pid: Option<u32>,
+    callgrind: bool,
     meta: Vec<(String, String)>,
 }
 
@@ -84,7 +88,7 @@ usage:
   loadgen echo    --url URL [-c CONNS] [-w WINDOW] [-s SIZE] [--binary] [-d SECS] [--warmup SECS]
   loadgen connect --url URL [--workers N] [-d SECS] [--warmup SECS]
   loadgen idle    --url URL -n N [--hold SECS] [--parallel K]
-common: [--server-pid PID] [--meta KEY=VALUE]...
+common: [--server-pid PID] [--meta KEY=VALUE]... [--callgrind]
 defaults: -c 64 -w 1 -s 32 -d 10 --warmup 2 --workers 16 -n 1000 --hold 0 --parallel 128";
 
 fn parse_args() -> Result<Args, String> {
@@ -110,6 +114,7 @@ fn parse_args() -> Result<Args, String> {
         hold: 0.0,
         parallel: 128,
         server_pid: None,
+        callgrind: false,
         meta: Vec::new(),
     };
     fn val<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
@@ -131,6 +136,7 @@ fn parse_args() -> Result<Args, String> {
             "--hold" => a.hold = val(&flag, it.next())?,
             "--parallel" => a.parallel = val(&flag, it.next())?,
             "--server-pid" => a.server_pid = Some(val(&flag, it.next())?),
+            "--callgrind" => a.callgrind = true,
             "--meta" => {
                 let kv: String = val(&flag, it.next())?;
                 let (k, v) = kv
@@ -223,6 +229,7 @@ struct Snapshot {
     at: Instant,
     self_cpu: u64,
     server_cpu: Option<u64>,
+    server_counters: Option<ProcCounters>,
 }
 
 impl Snapshot {
@@ -231,7 +238,20 @@ impl Snapshot {
             at: Instant::now(),
             self_cpu: self_cpu_us(),
             server_cpu: server_pid.and_then(proc_cpu_us),
+            server_counters: server_pid.and_then(ProcCounters::read),
         }
+    }
+}
+
+/// `--callgrind`: a server running under valgrind's callgrind has its
+/// counters zeroed as the measured window opens and dumped as it closes, so
+/// the profile covers exactly the messages counted.
+fn callgrind_control(pid: Option<u32>, arg: &str) {
+    if let Some(pid) = pid {
+        let _ = std::process::Command::new("callgrind_control")
+            .args([arg, &pid.to_string()])
+            .stdout(std::process::Stdio::null())
+            .status();
     }
 }
 
@@ -943,11 +963,17 @@ async fn run_timed(a: Rc<Args>, t: Rc<Target>, result: &mut Map<String, Value>) 
         }
     }
     tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
+    if a.callgrind {
+        callgrind_control(a.server_pid, "-z");
+    }
     let s0 = Snapshot::take(a.server_pid);
     sh.phase.set(MEASURE);
     tokio::time::sleep(Duration::from_secs_f64(a.duration)).await;
     sh.phase.set(STOP);
     let s1 = Snapshot::take(a.server_pid);
+    if a.callgrind {
+        callgrind_control(a.server_pid, "-d");
+    }
     // Let connections close cleanly, but never wait for long.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         for h in tasks.iter_mut() {
@@ -1026,6 +1052,23 @@ async fn run_timed(a: Rc<Args>, t: Rc<Target>, result: &mut Map<String, Value>) 
             "server_cpu_us_per_msg".into(),
             json!(srv_cpu.map(&per_op).filter(|x| x.is_finite())),
         );
+        if let (Some(c0), Some(c1)) = (s0.server_counters, s1.server_counters) {
+            let c = c1.since(c0);
+            let per = |x: u64| f(per_op(x));
+            result.insert("server_user_us_per_msg".into(), per(c.user_us));
+            result.insert("server_sys_us_per_msg".into(), per(c.sys_us));
+            result.insert("server_read_calls_per_msg".into(), per(c.syscr));
+            result.insert("server_write_calls_per_msg".into(), per(c.syscw));
+            result.insert("server_read_bytes_per_msg".into(), per(c.rchar));
+            result.insert("server_write_bytes_per_msg".into(), per(c.wchar));
+            println!(
+                "  server per message: user {:.2} us, system {:.2} us, {:.3} read calls, {:.3} write calls",
+                per_op(c.user_us),
+                per_op(c.sys_us),
+                per_op(c.syscr),
+                per_op(c.syscw)
+            );
+        }
         println!(
             "  {:.0} msg/s  {:.2} MB/s (payload, one direction)  messages {}  live conns {}/{}",
             rate, mbps, st.ops, st.live_conns, a.conns

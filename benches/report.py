@@ -3,6 +3,7 @@
 
     report.py meta --command CMD [--quick 0|1] [...]   print the run's meta line
     report.py render RESULTS.jsonl [--out BENCHMARKS.md] [--svg benches/ratios.svg]
+    report.py medians RESULTS.jsonl [--baseline bench_fastws]   median ratios over rounds, every metric
 
 The first line of a results file is the meta record (machine, date, command);
 every other line is one loadgen RESULT object carrying "server" and "scenario".
@@ -340,19 +341,25 @@ def write_svg(path, runs, servers, metrics):
         f.write("\n".join(svg) + "\n")
 
 
-def rounds(a):
-    """Per-round ratios of each server against --baseline, and their median,
-    for runs made with `run_matrix.sh --rounds N` (records tagged round=N)."""
+def by_round(path):
+    """The results file's records as {(scenario, round): {server: record}}
+    (failed runs left out)."""
     by = {}
-    with open(a.results) as f:
+    with open(path) as f:
         for line in f:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
             if "server" in rec and "scenario" in rec and not rec.get("failed"):
-                key = (rec["scenario"], rec.get("round", "1"))
-                by.setdefault(key, {})[rec["server"]] = rec
+                by.setdefault((rec["scenario"], rec.get("round", "1")), {})[rec["server"]] = rec
+    return by
+
+
+def rounds(a):
+    """Per-round ratios of each server against --baseline, and their median,
+    for runs made with `run_matrix.sh --rounds N` (records tagged round=N)."""
+    by = by_round(a.results)
     scenarios = sorted({sc for sc, _ in by})
     for sc in scenarios:
         metric = "msgs_per_s" if sc.startswith("echo") else (
@@ -383,6 +390,61 @@ def rounds(a):
                       f"(min {ratios[0]:.3f}, max {ratios[-1]:.3f})")
 
 
+# --------------------------------------------------------------------------
+# medians over alternating rounds (run_matrix.sh --rounds N)
+# --------------------------------------------------------------------------
+
+
+def median(xs):
+    xs = sorted(xs)
+    if not xs:
+        return None
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
+MEDIAN_ROWS = [
+    ("echo_c64_w1_s32_text", "msgs_per_s", "msg/s, C=64 W=1, 32 B text", True),
+    ("echo_c64_w16_s32_text", "msgs_per_s", "msg/s, C=64 W=16, 32 B text", True),
+    ("echo_c16_w4_s65536_bin", "msgs_per_s", "msg/s, C=16 W=4, 64 KiB binary", True),
+    ("echo_c64_w1_s32_text", "server_cpu_us_per_msg", "server CPU/msg, W=1", False),
+    ("echo_c64_w16_s32_text", "server_cpu_us_per_msg", "server CPU/msg, W=16", False),
+    ("echo_c16_w4_s65536_bin", "server_cpu_us_per_msg", "server CPU/msg, 64 KiB", False),
+    ("connect_w16", "handshakes_per_s", "handshakes/s", True),
+    ("connect_w16", "server_cpu_us_per_handshake", "server CPU/handshake", False),
+    ("idle", "rss_kib_per_conn", "server RSS KiB per idle conn", False),
+]
+
+
+def medians(a):
+    """Each server's value per round, its ratio to the baseline of the same
+    round, and the median of those ratios."""
+    by = by_round(a.results)
+    rounds = sorted({r for _, r in by}, key=lambda r: int(r))
+    servers = sorted({s for v in by.values() for s in v}, key=lambda s: (s not in SERVER_ORDER, SERVER_ORDER.index(s) if s in SERVER_ORDER else 0, s))
+    print(f"Median over {len(rounds)} alternating rounds; ratio = server / {label(a.baseline)} "
+          "in the same round (throughput: higher is better; CPU and memory: lower is better).\n")
+    print("| metric | server | median value | per-round ratios | median ratio |")
+    print("|---|---|---:|---|---:|")
+    for scenario, key, caption, _higher in MEDIAN_ROWS:
+        for server in servers:
+            values, ratios = [], []
+            for r in rounds:
+                recs = by.get((scenario, r), {})
+                x = recs.get(server, {}).get(key)
+                base = recs.get(a.baseline, {}).get(key)
+                if x is None:
+                    continue
+                values.append(x)
+                if base:
+                    ratios.append(x / base)
+            if not values:
+                continue
+            m = median(ratios)
+            print(f"| {caption} | {label(server)} | {median(values):,.3f} | "
+                  f"{' '.join(f'{q:.2f}' for q in ratios)} | {'–' if m is None else f'{m:.2f}'} |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -400,11 +462,16 @@ def main():
     rr = sub.add_parser("rounds", help="per-round ratios of --rounds runs")
     rr.add_argument("results")
     rr.add_argument("--baseline", default="bench_echo")
+    md = sub.add_parser("medians", help="median ratios over --rounds runs, every metric")
+    md.add_argument("results")
+    md.add_argument("--baseline", default="bench_fastws")
     a = ap.parse_args()
     if a.cmd == "meta":
         emit_meta(a)
     elif a.cmd == "rounds":
         rounds(a)
+    elif a.cmd == "medians":
+        medians(a)
     else:
         render(a)
 

@@ -5,6 +5,7 @@
 #   benches/run_matrix.sh [--quick] [--out FILE.md] [--svg FILE.svg]
 #                         [--results FILE.jsonl] [--servers "a b ..."]
 #                         [--scenarios "a b ..."] [--rounds N]
+#                         [--duration S] [--warmup S] [--idle-n N] [--cores split|shared]
 #
 # --rounds N repeats every scenario N times, each round running the servers
 # back to back (alternating), so that a pair of servers is compared within
@@ -18,7 +19,12 @@
 # test and writes under target/bench/ unless --out/--svg say otherwise, so
 # quick numbers never end up in the repository by accident.
 #
-# Servers run pinned to core 0, the load generator to core 1 (taskset). Each
+# Servers run pinned to core 0, the load generator to core 1 (taskset). With
+# --cores shared, both run on cores 0 and 1 and every server runs a
+# multi-thread tokio runtime of 2 workers (BENCH_WORKERS=2): the many-core
+# run. --duration/--warmup/--idle-n override D, the warm-up and idle N; with
+# --rounds N, `report.py medians` also prints each server's median ratio to
+# fastwebsockets over the rounds for every metric (CPU and memory too). Each
 # scenario starts a fresh server process. All traffic goes to 127.0.0.1, every
 # load run is bounded by -d/--warmup and by `timeout`.
 set -euo pipefail
@@ -31,6 +37,8 @@ RESULTS=""
 SERVERS_ARG=""
 SCENARIOS_ARG=""
 ROUNDS=1
+CORES=split
+D_ARG=""; WARM_ARG=""; IDLE_ARG=""
 ORIG_CMD="benches/run_matrix.sh $*"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -41,7 +49,11 @@ while [ $# -gt 0 ]; do
         --servers) SERVERS_ARG="$2"; shift ;;
         --scenarios) SCENARIOS_ARG="$2"; shift ;;
         --rounds) ROUNDS="$2"; shift ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        --duration) D_ARG="$2"; shift ;;
+        --warmup) WARM_ARG="$2"; shift ;;
+        --idle-n) IDLE_ARG="$2"; shift ;;
+        --cores) CORES="$2"; shift ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -56,6 +68,7 @@ else
     : "${OUT:=BENCHMARKS.md}"
     : "${SVG:=benches/ratios.svg}"
 fi
+D=${D_ARG:-$D}; WARM=${WARM_ARG:-$WARM}; IDLE_N=${IDLE_ARG:-$IDLE_N}
 STAMP=$(date +%Y%m%d-%H%M%S)
 mkdir -p target/bench
 : "${RESULTS:=target/bench/results-$STAMP.jsonl}"
@@ -70,7 +83,12 @@ if [ "$IDLE_N" -gt $(( $(ulimit -n) - 100 )) ]; then
     echo "note: idle N lowered to $IDLE_N to fit the open-file limit"
 fi
 
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ] && [ "$CORES" = shared ]; then
+    # The many-core run: servers on a 2-worker multi-thread runtime, server
+    # and load generator sharing both cores.
+    PIN_SERVER=(env BENCH_WORKERS=2 taskset -c 0,1)
+    PIN_LOADGEN=(taskset -c 0,1)
+elif command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
     PIN_SERVER=(taskset -c 0)
     PIN_LOADGEN=(taskset -c 1)
 else
@@ -90,7 +108,9 @@ else
     NOTES+=("squall bench_echo skipped: \`cargo build --release --example bench_echo\` failed (see $LOGDIR/build-bench_echo.log)")
     echo "note: squall's bench_echo does not build yet; skipping it" >&2
 fi
-if cargo build --release --features axum --example bench_axum_echo \
+if [ -n "$SERVERS_ARG" ] && [[ " $SERVERS_ARG " != *" bench_axum_echo "* ]]; then
+    : # not asked for: skip its (separate, feature-gated) build
+elif cargo build --release --features axum --example bench_axum_echo \
     >"$LOGDIR/build-bench_axum_echo.log" 2>&1; then
     SERVERS+=(bench_axum_echo)
 else
@@ -141,7 +161,7 @@ run_one() {
         # Hard bound on top of the loadgen's own timing.
         timeout $(( WARM + D + 150 )) "${PIN_LOADGEN[@]}" "$BIN/loadgen" "$@" \
             --url "ws://127.0.0.1:$PORT/" --server-pid "$spid" \
-            --meta "server=$server" --meta "scenario=$scenario" --meta "round=$ROUND" \
+            --meta "server=$server" --meta "scenario=$scenario" --meta "round=$ROUND" --meta "cores=$CORES" \
             >"$log.loadgen.log" 2>&1 || true
         grep -v '^RESULT ' "$log.loadgen.log" || true
         line=$(grep '^RESULT ' "$log.loadgen.log" | tail -n1 | sed 's/^RESULT //' || true)
@@ -188,6 +208,7 @@ done
 python3 benches/report.py render "$RESULTS" --out "$OUT" --svg "$SVG"
 if [ "$ROUNDS" -gt 1 ]; then
     python3 benches/report.py rounds "$RESULTS"
+    python3 benches/report.py medians "$RESULTS" | tee "$OUT.medians.md"
 fi
 echo "results: $RESULTS"
 echo "report:  $OUT"

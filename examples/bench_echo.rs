@@ -3,12 +3,14 @@
 //! settings otherwise.
 //!
 //! ```text
-//! cargo run --release --example bench_echo -- 127.0.0.1:9001 [--max-message-size BYTES] [--page-bytes BYTES] [--deflate]
+//! cargo run --release --example bench_echo -- 127.0.0.1:9001 [--max-message-size BYTES]
+//!     [--page-bytes BYTES] [--read-buffer-size BYTES] [--deflate]
 //! ```
 //!
 //! `--deflate` accepts permessage-deflate (default settings) for Autobahn's
 //! 12.* and 13.* cases and the compression benchmarks. One tokio thread, as
-//! the benchmark pins the server to one core.
+//! the benchmark pins the server to one core; `BENCH_WORKERS=N` (N > 1) runs
+//! a multi-thread runtime of N workers, for the matrix's many-core run.
 
 use squall::{Application, CompressionOptions, Message, WebSocket, WebSocketHandler};
 
@@ -45,21 +47,35 @@ fn main() -> std::io::Result<()> {
                 Some(bytes) => app = app.page("/page", vec![b'x'; bytes]),
                 None => usage(),
             },
+            "--read-buffer-size" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(bytes) => app = app.websocket_read_buffer_size(bytes),
+                None => usage(),
+            },
             _ => usage(),
         }
     }
     let app = app
         .websocket("/", move || echo)
         .websocket("/{*path}", move || echo);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(app.listen(addr))
+    let workers = std::env::var("BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 1);
+    let runtime = match workers {
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(app.listen(addr))
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench_echo HOST:PORT [--max-message-size BYTES] [--page-bytes BYTES] [--deflate]"
+        "usage: bench_echo HOST:PORT [--max-message-size BYTES] [--page-bytes BYTES] [--read-buffer-size BYTES] [--deflate]"
     );
     std::process::exit(2);
 }

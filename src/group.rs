@@ -1,15 +1,17 @@
 //! Groups (rooms) and broadcast.
 //!
-//! A group is a named set of connections. A broadcast converts its message
-//! for the wire once; every receiver's queue then holds the same shared
-//! buffer (a reference count, not a copy), and each receiver is reached with
+//! A group is a named set of connections. A broadcast frames its message
+//! once, header and payload in one buffer; every receiver's queue then holds
+//! that same frame (a reference count, not a copy) and its connection writes
+//! those bytes as they are (`wire.rs`). Each receiver is reached with
 //! a non-waiting send, so a slow receiver meets the overflow policy and never
 //! holds up the others. Connections leave all their groups when they close.
 //!
 //! With permessage-deflate, receivers that compress every message afresh
 //! (no context takeover) and agreed the same level and window get one frame
-//! compressed once for them all; receivers with context takeover compress
-//! the shared message on their own connection, each with its own window.
+//! compressed and framed once for them all; receivers with context takeover
+//! compress the shared message on their own connection, each with its own
+//! window.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +21,7 @@ use crate::deflate::write::compress_shared;
 use crate::deflate::SharedKey;
 use crate::message::Message;
 use crate::sender::{ConnectionId as MemberId, WebSocketSender};
+use crate::wire::{Framed, Wire};
 
 /// One member of a group.
 struct Entry {
@@ -89,18 +92,17 @@ impl Groups {
     /// Queues `message` for every member of `group` but `exclude`; returns
     /// how many accepted it.
     pub fn deliver(&self, group: &str, message: Message, exclude: Option<MemberId>) -> usize {
-        let wire = message.into_tungstenite();
         let groups = self.groups.read().unwrap_or_else(|e| e.into_inner());
         let Some(members) = groups.get(group) else {
             return 0;
         };
-        let mut compressed = Compressed::default();
+        let mut broadcast = Broadcast::new(message.into_tungstenite());
         members
             .iter()
             .filter(|(id, _)| Some(**id) != exclude)
             .filter(|(_, entry)| {
-                let message = compressed.for_sender(&entry.sender, &wire);
-                entry.sender.send_shared(message).is_ok()
+                let wire = broadcast.for_sender(&entry.sender);
+                entry.sender.send_shared(wire).is_ok()
             })
             .count()
     }
@@ -118,41 +120,63 @@ impl Groups {
         let Some(members) = groups.get(group) else {
             return 0;
         };
-        let mut compressed = Compressed::default();
+        let mut broadcast = Broadcast::new(wire);
         members
             .iter()
             .filter(|(id, _)| Some(**id) != exclude)
             .filter(|(_, entry)| entry.floor.fetch_max(offset, Ordering::Relaxed) < offset)
             .filter(|(_, entry)| {
-                let message = compressed.for_sender(&entry.sender, &wire);
-                entry.sender.send_shared(message).is_ok()
+                let wire = broadcast.for_sender(&entry.sender);
+                entry.sender.send_shared(wire).is_ok()
             })
             .count()
     }
 }
 
-/// One broadcast's compressed frames, one per key among its receivers
-/// without context takeover (usually none or one).
-#[derive(Default)]
-struct Compressed(Vec<(SharedKey, tungstenite::Message)>);
+/// One broadcast as its receivers get it: framed once for those that take
+/// it as it is, and compressed and framed once per key among its receivers
+/// without context takeover (usually none or one). Each is built for the
+/// first receiver that needs it.
+struct Broadcast {
+    message: tungstenite::Message,
+    plain: Option<Wire>,
+    compressed: Vec<(SharedKey, Wire)>,
+}
 
-impl Compressed {
-    /// What goes to `sender`: the shared compressed frame for its key, or
-    /// the plain message (which its connection compresses, if it does).
-    fn for_sender(
-        &mut self,
-        sender: &WebSocketSender,
-        wire: &tungstenite::Message,
-    ) -> tungstenite::Message {
-        let Some(key) = sender.shared_deflate() else {
-            return wire.clone();
-        };
-        if let Some((_, frame)) = self.0.iter().find(|(k, _)| *k == key) {
-            return frame.clone();
+impl Broadcast {
+    fn new(message: tungstenite::Message) -> Self {
+        Broadcast {
+            message,
+            plain: None,
+            compressed: Vec::new(),
         }
-        let frame = compress_shared(key, wire);
-        self.0.push((key, frame.clone()));
-        frame
+    }
+
+    /// What goes to `sender`: the shared compressed frame for its key, or
+    /// the plain frame (which its connection compresses, if it does).
+    fn for_sender(&mut self, sender: &WebSocketSender) -> Wire {
+        let message = &self.message;
+        let Some(key) = sender.shared_deflate() else {
+            return self
+                .plain
+                .get_or_insert_with(|| Wire::broadcast(message.clone()))
+                .clone();
+        };
+        if let Some((_, wire)) = self.compressed.iter().find(|(k, _)| *k == key) {
+            return wire.clone();
+        }
+        let wire = match message {
+            tungstenite::Message::Text(text) => Wire::Framed(Framed::compressed(
+                true,
+                &compress_shared(key, text.as_bytes()),
+            )),
+            tungstenite::Message::Binary(data) => {
+                Wire::Framed(Framed::compressed(false, &compress_shared(key, data)))
+            }
+            other => Wire::Message(other.clone()),
+        };
+        self.compressed.push((key, wire.clone()));
+        wire
     }
 }
 

@@ -106,6 +106,7 @@ pub mod testing;
 #[cfg(feature = "tls")]
 mod tls;
 mod websocket;
+mod wire;
 
 pub use application::Application;
 pub use broker::{Broker, Delivery};

@@ -27,11 +27,12 @@ use crate::deflate::SharedKey;
 use crate::error::WriteError;
 use crate::message::Utf8Bytes;
 use crate::settings::OverflowPolicy;
+use crate::wire::Wire;
 use capacity::{Capacity, NoRoom};
 
 /// One queued write and the bytes of room it holds.
 pub(crate) struct Outbound {
-    pub message: tungstenite::Message,
+    pub message: Wire,
     pub charge: u32,
 }
 
@@ -181,7 +182,7 @@ impl SendQueue {
         self.closing.load(Ordering::Acquire)
     }
 
-    fn push(&self, message: tungstenite::Message, charge: u32) -> Result<(), WriteError> {
+    fn push(&self, message: Wire, charge: u32) -> Result<(), WriteError> {
         let mut items = self.lock();
         if items.closed {
             drop(items);
@@ -195,7 +196,8 @@ impl SendQueue {
     }
 
     /// Queues `message`, waiting while the queue is full.
-    pub async fn enqueue(&self, message: tungstenite::Message) -> Result<(), WriteError> {
+    pub async fn enqueue(&self, message: impl Into<Wire>) -> Result<(), WriteError> {
+        let message = message.into();
         if self.is_closing() {
             return Err(WriteError::Closed);
         }
@@ -209,7 +211,8 @@ impl SendQueue {
 
     /// Queues `message` without waiting; a full queue applies the overflow
     /// policy.
-    pub fn try_enqueue(&self, message: tungstenite::Message) -> Result<(), WriteError> {
+    pub fn try_enqueue(&self, message: impl Into<Wire>) -> Result<(), WriteError> {
+        let message = message.into();
         if self.is_closing() {
             return Err(WriteError::Closed);
         }
@@ -268,7 +271,10 @@ mod tests {
 
     fn popped_text(queue: &SendQueue) -> Option<String> {
         match queue.pop() {
-            Popped::Message(out) => Some(out.message.into_text().unwrap().to_string()),
+            Popped::Message(Outbound {
+                message: Wire::Message(message),
+                ..
+            }) => Some(message.into_text().unwrap().to_string()),
             _ => None,
         }
     }

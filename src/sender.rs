@@ -10,6 +10,7 @@ use crate::deflate::SharedKey;
 use crate::error::WriteError;
 use crate::message::Message;
 use crate::send_queue::SendQueue;
+use crate::wire::Wire;
 
 /// A cloneable handle to one connection, usable from any task: Tornado's
 /// habit of keeping handler objects in a set to write to them later.
@@ -58,7 +59,7 @@ impl WebSocketSender {
 
     /// Queues a message already converted for the wire, shared with other
     /// receivers (broadcast).
-    pub(crate) fn send_shared(&self, message: tungstenite::Message) -> Result<(), WriteError> {
+    pub(crate) fn send_shared(&self, message: Wire) -> Result<(), WriteError> {
         self.queue.try_enqueue(message)
     }
 

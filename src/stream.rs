@@ -11,9 +11,21 @@
 //! its own and handing them out from memory. The buffer is kept from one
 //! burst to the next (no allocation per message) and freed once the socket
 //! has been quiet for a moment, so idle connections never hold it.
+//!
+//! And it writes data frames from their own buffers. The engine hands it
+//! large frames and broadcast frames ([`Stream::push_frame`]: a header and a
+//! shared payload, see
+//! `wire.rs`) instead of letting tungstenite copy each payload into its
+//! write buffer; they go out in vectored writes, several frames per system
+//! call when several are queued. Every other write (tungstenite's control
+//! frames and close frames) passes through [`AsyncWrite`], which writes the
+//! queued frames first: the bytes reach the socket in the order they were
+//! handed over. The engine hands over frames only while tungstenite's own
+//! buffer is empty, so a frame never lands inside one of tungstenite's.
 
+use std::collections::VecDeque;
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -21,6 +33,8 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant, Sleep};
+
+use crate::wire::WireFrame;
 
 /// How much one read-ahead system call may bring in.
 const READ_AHEAD: usize = 64 * 1024;
@@ -32,10 +46,45 @@ const BULK_WINDOW: usize = 1024;
 /// How long the read-ahead buffer outlives the last bulk read.
 const BULK_LINGER: Duration = Duration::from_secs(1);
 
+/// At most this many buffers go into one vectored write (Linux takes up to
+/// 1024; past a few dozen a call gains nothing).
+const MAX_SLICES: usize = 64;
+
 /// An accepted client connection.
 pub(crate) struct Stream {
     transport: Transport,
     bulk: Option<Box<Bulk>>,
+    /// Frames handed over and not yet written: none until the first (a
+    /// connection that only ever writes small messages, which go through
+    /// tungstenite, holds one pointer for this), then kept for life, so
+    /// writing allocates nothing per message.
+    frames: Option<Box<Frames>>,
+}
+
+/// The frames handed over and not yet written; the first may be partly
+/// written (`sent` bytes of it).
+#[derive(Default)]
+struct Frames {
+    queue: VecDeque<WireFrame>,
+    sent: usize,
+    /// Bytes in `queue` not yet written.
+    queued: usize,
+}
+
+impl Frames {
+    /// `written` more bytes went out: drops the frames now whole on the wire.
+    fn advance(&mut self, written: usize) {
+        self.queued -= written;
+        let mut done = self.sent + written;
+        while let Some(frame) = self.queue.front() {
+            if done < frame.len() {
+                break;
+            }
+            done -= frame.len();
+            self.queue.pop_front();
+        }
+        self.sent = done;
+    }
 }
 
 /// The read-ahead state of a connection in a bulk phase.
@@ -86,6 +135,7 @@ impl Stream {
         Stream {
             transport,
             bulk: None,
+            frames: None,
         }
     }
 
@@ -95,6 +145,65 @@ impl Stream {
     /// fewer.
     pub(crate) fn needs_shutdown(&self) -> bool {
         !matches!(self.transport, Transport::Tcp(_))
+    }
+
+    /// Queues a frame to write after everything handed over before it. It
+    /// goes out on [`poll_write_frames`](Self::poll_write_frames), on a
+    /// flush, or before any later write.
+    pub fn push_frame(&mut self, frame: WireFrame) {
+        let frames = self.frames.get_or_insert_with(Box::default);
+        frames.queued += frame.len();
+        if frames.queue.capacity() == 0 {
+            // Room for one at first (kept for life, so an idle connection
+            // that wrote one frame at a time holds one slot, not four).
+            frames.queue.reserve_exact(1);
+        }
+        frames.queue.push_back(frame);
+    }
+
+    /// Bytes of frames handed over and not yet written.
+    pub fn queued_frame_bytes(&self) -> usize {
+        self.frames.as_ref().map_or(0, |frames| frames.queued)
+    }
+
+    /// Writes the queued frames: `Ready(Ok)` once all are written.
+    pub fn poll_write_frames(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(frames) = self.frames.as_deref_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        while !frames.queue.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            let mut skip = frames.sent;
+            'gather: for frame in &frames.queue {
+                for part in [frame.header(), frame.payload()] {
+                    if skip >= part.len() {
+                        skip -= part.len();
+                        continue;
+                    }
+                    slices[count] = IoSlice::new(&part[skip..]);
+                    skip = 0;
+                    count += 1;
+                    if count == MAX_SLICES {
+                        break 'gather;
+                    }
+                }
+            }
+            let mut io = self.transport.as_io();
+            // One buffer (a broadcast frame, or what is left of one) goes
+            // out with a plain write, which the kernel takes a little faster
+            // than a vector of one.
+            let written = if count > 1 && io.is_write_vectored() {
+                ready!(io.as_mut().poll_write_vectored(cx, &slices[..count]))?
+            } else {
+                ready!(io.as_mut().poll_write(cx, &slices[0]))?
+            };
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            frames.advance(written);
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn transport(&mut self) -> Pin<&mut (dyn AsyncReadWrite + Unpin + Send)> {
@@ -173,7 +282,9 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().transport().poll_write(cx, buf)
+        let this = self.get_mut();
+        ready!(this.poll_write_frames(cx))?;
+        this.transport().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -181,7 +292,9 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().transport().poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        ready!(this.poll_write_frames(cx))?;
+        this.transport().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -197,10 +310,61 @@ impl AsyncWrite for Stream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().transport().poll_flush(cx)
+        let this = self.get_mut();
+        ready!(this.poll_write_frames(cx))?;
+        this.transport().poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().transport().poll_shutdown(cx)
+        let this = self.get_mut();
+        ready!(this.poll_write_frames(cx))?;
+        this.transport().poll_shutdown(cx)
+    }
+}
+
+#[cfg(all(test, feature = "fuzzing"))]
+mod tests {
+    use bytes::Bytes;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::wire::{Framed, WireFrame};
+
+    /// Frames handed over, then bytes written through `AsyncWrite` (as
+    /// tungstenite writes), reach the peer whole and in order, through a
+    /// pipe that takes 7 bytes at a time (every write is partial, splitting
+    /// headers and payloads anywhere).
+    #[tokio::test]
+    async fn frames_then_other_writes_arrive_in_order_through_partial_writes() {
+        let (ours, mut peer) = tokio::io::duplex(7);
+        let mut stream = Stream::duplex(ours);
+        let big = Bytes::from((0..70_000u32).map(|i| i as u8).collect::<Vec<_>>());
+        let frames = [
+            WireFrame::data(false, false, big.clone()),
+            WireFrame::data(true, true, Bytes::from_static(b"hi")),
+            Framed::once(&tungstenite::Message::binary(vec![9u8; 300]))
+                .unwrap()
+                .into_frame(),
+        ];
+        let mut expected = Vec::new();
+        for frame in &frames {
+            expected.extend_from_slice(frame.header());
+            expected.extend_from_slice(frame.payload());
+        }
+        expected.extend_from_slice(b"after");
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; expected.len()];
+            peer.read_exact(&mut got).await.unwrap();
+            assert!(got == expected, "bytes differ from the frames in order");
+        });
+        for frame in frames {
+            stream.push_frame(frame);
+        }
+        assert_eq!(stream.queued_frame_bytes(), 70_000 + 10 + 2 + 2 + 300 + 4);
+        // A write through AsyncWrite goes after every queued frame.
+        stream.write_all(b"after").await.unwrap();
+        assert_eq!(stream.queued_frame_bytes(), 0);
+        stream.flush().await.unwrap();
+        reader.await.unwrap();
     }
 }

@@ -34,6 +34,14 @@ use crate::send_queue::SendQueue;
 /// tungstenite when permessage-deflate was agreed.
 pub(super) type Socket = WebSocketStream<Inflating<MaybeTlsStream<TcpStream>>>;
 
+/// A client masks every frame it sends: its messages all go through
+/// tungstenite.
+impl outgoing::DirectFrames for MaybeTlsStream<TcpStream> {
+    fn frames(&mut self) -> Option<&mut crate::stream::Stream> {
+        None
+    }
+}
+
 /// Most messages held for a reader that is not reading; past this (or past
 /// the message size limit in bytes) the task stops reading and TCP pushes
 /// back on the server.
@@ -222,6 +230,7 @@ impl Driver {
                 &self.queue,
                 &mut self.phase,
                 self.close_timeout,
+                false,
                 cx,
                 |_| {},
             ) {

@@ -91,46 +91,27 @@ impl Deflater {
     }
 }
 
-/// A compressed message as one frame with RSV1 set.
-pub(crate) fn frame(message: &tungstenite::Message, compressed: Bytes) -> tungstenite::Message {
-    let opcode = match message {
-        tungstenite::Message::Text(_) => OpCode::Data(Data::Text),
-        _ => OpCode::Data(Data::Binary),
+/// A compressed message as one frame with RSV1 set, for tungstenite to
+/// write as it is (the engine writes large ones itself, `wire.rs`).
+pub(crate) fn frame(text: bool, compressed: Bytes) -> tungstenite::Message {
+    let opcode = if text {
+        OpCode::Data(Data::Text)
+    } else {
+        OpCode::Data(Data::Binary)
     };
     let mut frame = Frame::message(compressed, opcode, true);
     frame.header_mut().rsv1 = true;
     tungstenite::Message::Frame(frame)
 }
 
-/// `message` compressed for every receiver that agreed on `key` (without
-/// context takeover): built once, shared by all of them. Control frames and
-/// pre-built frames stay as they are.
-pub(crate) fn compress_shared(
-    key: SharedKey,
-    message: &tungstenite::Message,
-) -> tungstenite::Message {
+/// `payload` compressed for every receiver that agreed on `key` (without
+/// context takeover): compressed once, shared by all of them.
+pub(crate) fn compress_shared(key: SharedKey, payload: &[u8]) -> Bytes {
     let side = Side {
         no_context_takeover: true,
         max_window_bits: key.max_window_bits(),
     };
-    compress_message(
-        &mut Deflater::new(side, key.level(), key.mem_level()),
-        message.clone(),
-    )
-}
-
-/// The message as it goes on the wire: data messages compressed, control
-/// frames (and anything already framed) as they are.
-pub(crate) fn compress_message(
-    deflater: &mut Deflater,
-    message: tungstenite::Message,
-) -> tungstenite::Message {
-    let compressed = match &message {
-        tungstenite::Message::Text(text) => deflater.compress(text.as_bytes()),
-        tungstenite::Message::Binary(data) => deflater.compress(data),
-        _ => return message,
-    };
-    frame(&message, compressed)
+    Deflater::new(side, key.level(), key.mem_level()).compress(payload)
 }
 
 #[cfg(test)]

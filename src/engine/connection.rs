@@ -139,6 +139,8 @@ pub(crate) struct Connection {
     queue: Arc<SendQueue>,
     pub(super) inbox: Inbox,
     phase: Phase,
+    /// tungstenite holds bytes not yet flushed (data frames written from
+    /// their own buffers are not counted: they wait in the stream).
     unflushed: bool,
     /// Pongs, pings and close frames written since the last flush; they
     /// hold room in the queue's bound until it completes.
@@ -254,9 +256,18 @@ impl Connection {
             self.poll_close_triggers(cx);
         }
 
-        // Queued writes go into tungstenite's buffer (no syscall yet, unless
-        // the buffer passes `write_buffer_size`).
+        // Queued writes go into the stream's frame queue or tungstenite's
+        // buffer (no syscall yet, unless one passes `write_buffer_size`).
         if self.phase.feeds_queue() && self.poll_feed(cx).is_err() {
+            return self.closed();
+        }
+
+        // Frames written from their own buffers go out before the next read,
+        // not with the flush: their payloads were usually read into
+        // tungstenite's read buffer, which it reuses for the next frame only
+        // once no payload points into it (else it allocates a new one). They
+        // are large (`outgoing::DIRECT_MIN`), so one write each costs little.
+        if self.poll_write_frames(cx).is_err() {
             return self.closed();
         }
 
@@ -292,7 +303,12 @@ impl Connection {
             }
         }
 
-        // No more input is ready (or reading is paused): now write.
+        // No more input is ready (or reading is paused): now write, data
+        // frames first (one vectored write for all of them), then whatever
+        // tungstenite holds.
+        if self.poll_write_frames(cx).is_err() {
+            return self.closed();
+        }
         if self.phase.flushes(self.unflushed) {
             match Pin::new(&mut self.ws).poll_flush(cx) {
                 Poll::Ready(Ok(())) => {
@@ -322,6 +338,18 @@ impl Connection {
             return self.closed();
         }
         Poll::Pending
+    }
+
+    /// Writes what it can of the data frames handed to the stream
+    /// (`outgoing.rs`); `Err` if the socket failed.
+    fn poll_write_frames(&mut self, cx: &mut Context<'_>) -> Result<(), ()> {
+        let stream = self.ws.get_mut().get_mut().get_mut();
+        if stream.queued_frame_bytes() > 0 {
+            if let Poll::Ready(Err(_)) = stream.poll_write_frames(cx) {
+                return Err(());
+            }
+        }
+        Ok(())
     }
 
     /// Whether the input rate limit lets the next message be read now (if
@@ -385,6 +413,7 @@ impl Connection {
             &self.queue,
             &mut self.phase,
             self.close_timeout,
+            !self.unflushed,
             cx,
             |len| metrics.sent(len),
         )?;

@@ -1,13 +1,31 @@
-//! What the engine puts into tungstenite's write buffer besides pongs: the
-//! send queue's messages, the close frame once the queue has drained, and
-//! the close frame after a protocol error. Shared by the server's
-//! connections (`connection.rs`) and the client's (`client/driver.rs`),
-//! whose sockets differ only in their stream type.
+//! What the engine writes besides pongs: the send queue's messages, the
+//! close frame once the queue has drained, and the close frame after a
+//! protocol error. Shared by the server's connections (`connection.rs`) and
+//! the client's (`client/driver.rs`), whose sockets differ only in their
+//! stream type.
+//!
+//! A server's data messages skip tungstenite's write buffer: their frames
+//! go to the stream with the payload in the buffer it was queued in
+//! (`wire.rs`, `stream.rs`), which spares a copy of every payload of
+//! [`DIRECT_MIN`] bytes or more, and every broadcast frame. That is
+//! only done while tungstenite holds no unwritten bytes of its own (a pong,
+//! a ping), so frames reach the socket in the order they were queued; in
+//! the rare moment it does, a data message goes through tungstenite as
+//! before. A client masks its frames, so its messages always go through
+//! tungstenite.
+//!
+//! With permessage-deflate, a message is compressed here, on its own
+//! connection, and its compressed payload takes the same path: written from
+//! the buffer the compressor filled (RSV1 set in the header) when it is
+//! large, through tungstenite as a frame with RSV1 when it is small. A
+//! broadcast compressed once for receivers that share their settings comes
+//! framed already (`group.rs`) and is written as it is.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
@@ -17,26 +35,133 @@ use tungstenite::protocol::CloseFrame;
 
 use super::close::Phase;
 use crate::deflate::read::Inflating;
-use crate::deflate::write::compress_message;
+use crate::deflate::write::{self, Deflater};
 use crate::send_queue::{Outbound, Popped, SendQueue};
+use crate::stream::Stream;
+use crate::wire::{Framed, Wire, WireFrame};
 
-/// Moves queued messages into the write buffer (no syscall yet, unless the
-/// buffer passes its size); while draining, queues the close frame once the
-/// queue is empty, and moves the phase on. `Ok(true)` if anything was
-/// queued for the socket (a flush is due), `Err` if the socket failed.
-/// `sent` hears the payload length of each message fed (for metrics).
-/// With permessage-deflate agreed, data messages are compressed on the way
-/// (those a broadcast compressed already come as frames and pass as they are).
-pub(crate) fn poll_feed<S: AsyncRead + AsyncWrite + Unpin>(
+/// Data messages at least this large are written from their own buffer.
+/// Below it, copying the payload into tungstenite's buffer costs less than
+/// the write of its own it gets (the engine writes these frames before it
+/// reads on, see `connection.rs`), and a burst of smaller replies goes out
+/// as one contiguous write.
+pub(crate) const DIRECT_MIN: usize = 16 * 1024;
+
+/// A stream under a WebSocket that may write data frames itself.
+pub(crate) trait DirectFrames {
+    /// The stream that takes frames, if this one does.
+    fn frames(&mut self) -> Option<&mut Stream>;
+}
+
+impl DirectFrames for Stream {
+    fn frames(&mut self) -> Option<&mut Stream> {
+        Some(self)
+    }
+}
+
+impl<S: DirectFrames> DirectFrames for super::close_codes::CloseCodes<S> {
+    fn frames(&mut self) -> Option<&mut Stream> {
+        self.get_mut().frames()
+    }
+}
+
+/// A queued message made ready for the wire.
+enum Outgoing {
+    /// As it was queued: tungstenite frames it, unless it is text or binary
+    /// of [`DIRECT_MIN`] bytes or more.
+    Message(tungstenite::Message),
+    /// A payload compressed for this connection: one frame with RSV1.
+    Compressed { text: bool, payload: Bytes },
+    /// A whole frame built once for every receiver of a broadcast.
+    Framed(Framed),
+}
+
+impl Outgoing {
+    /// `wire`, compressed with `deflater` when the connection compresses
+    /// (a broadcast frame compressed already for this connection's settings
+    /// passes as it is; control frames are never compressed).
+    fn new(wire: Wire, deflater: Option<&mut Deflater>) -> Self {
+        let Some(deflater) = deflater else {
+            return match wire {
+                Wire::Message(message) => Outgoing::Message(message),
+                Wire::Framed(framed) => Outgoing::Framed(framed),
+            };
+        };
+        let (text, payload) = match wire {
+            Wire::Message(tungstenite::Message::Text(text)) => {
+                (true, deflater.compress(text.as_bytes()))
+            }
+            Wire::Message(tungstenite::Message::Binary(data)) => (false, deflater.compress(&data)),
+            Wire::Message(message) => return Outgoing::Message(message),
+            Wire::Framed(framed) if framed.is_compressed() => return Outgoing::Framed(framed),
+            Wire::Framed(framed) => (framed.is_text(), deflater.compress(framed.payload())),
+        };
+        Outgoing::Compressed { text, payload }
+    }
+
+    /// The frame to write from the buffer it is in, or (when copying it
+    /// into tungstenite's buffer is cheaper) the message for tungstenite.
+    fn into_frame(self) -> Result<WireFrame, tungstenite::Message> {
+        match self {
+            Outgoing::Framed(framed) => Ok(framed.into_frame()),
+            Outgoing::Message(tungstenite::Message::Binary(data)) if data.len() >= DIRECT_MIN => {
+                Ok(WireFrame::data(false, false, data))
+            }
+            Outgoing::Message(tungstenite::Message::Text(text)) if text.len() >= DIRECT_MIN => {
+                Ok(WireFrame::data(true, false, text.into()))
+            }
+            Outgoing::Compressed { text, payload } if payload.len() >= DIRECT_MIN => {
+                Ok(WireFrame::data(text, true, payload))
+            }
+            other => Err(other.into_message()),
+        }
+    }
+
+    /// The message for tungstenite to write.
+    fn into_message(self) -> tungstenite::Message {
+        match self {
+            Outgoing::Message(message) => message,
+            Outgoing::Compressed { text, payload } => write::frame(text, payload),
+            Outgoing::Framed(framed) => framed.into_message(),
+        }
+    }
+}
+
+/// Moves queued messages toward the socket: data frames into the stream's
+/// frame queue when it takes them, anything else into tungstenite's write
+/// buffer (no syscall yet, unless a buffer passes `write_buffer_size`);
+/// while draining, queues the close frame once the queue is empty, and moves
+/// the phase on. `direct` says data frames may go to the stream now
+/// (tungstenite holds no unwritten bytes).
+/// `Ok(true)` if tungstenite was given anything (a flush of it is due; the
+/// stream's own frames are written by the caller), `Err` if the socket
+/// failed. `sent` hears the payload length of each message fed (for
+/// metrics). With permessage-deflate agreed, data messages are compressed
+/// on the way (those a broadcast compressed already come framed and pass as
+/// they are), and a compressed payload takes the same path as a plain one.
+pub(crate) fn poll_feed<S: AsyncRead + AsyncWrite + Unpin + DirectFrames>(
     ws: &mut WebSocketStream<Inflating<S>>,
     queue: &SendQueue,
     phase: &mut Phase,
     close_timeout: Duration,
+    direct: bool,
     cx: &mut Context<'_>,
     mut sent: impl FnMut(usize),
 ) -> Result<bool, ()> {
     let mut fed = false;
+    let write_buffer_size = ws.get_config().write_buffer_size;
     loop {
+        if let Some(stream) = ws.get_mut().get_mut().frames().filter(|_| direct) {
+            // Frames past the buffer size are written before more are taken,
+            // as tungstenite does with its own buffer.
+            if stream.queued_frame_bytes() >= write_buffer_size {
+                match stream.poll_write_frames(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Err(()),
+                    Poll::Pending => return Ok(fed),
+                }
+            }
+        }
         match Pin::new(&mut *ws).poll_ready(cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(_)) => return Err(()),
@@ -45,9 +170,21 @@ pub(crate) fn poll_feed<S: AsyncRead + AsyncWrite + Unpin>(
         match queue.pop() {
             Popped::Message(Outbound { message, .. }) => {
                 let len = message.len();
-                let message = match ws.get_mut().deflater() {
-                    Some(deflater) => compress_message(deflater, message),
-                    None => message,
+                let outgoing = Outgoing::new(message, ws.get_mut().deflater());
+                // Frames go to the stream only while tungstenite holds no
+                // unwritten bytes: it held none when this began, and has
+                // been given nothing since.
+                let stream = ws.get_mut().get_mut().frames().filter(|_| direct && !fed);
+                let message = match stream {
+                    Some(stream) => match outgoing.into_frame() {
+                        Ok(frame) => {
+                            stream.push_frame(frame);
+                            sent(len);
+                            continue;
+                        }
+                        Err(message) => message,
+                    },
+                    None => outgoing.into_message(),
                 };
                 match Pin::new(&mut *ws).start_send(message) {
                     Ok(()) => {
