@@ -92,25 +92,17 @@ pub(crate) async fn serve_connection(
         }
         let keep_alive = wants_keep_alive(&request);
 
-        let Some((route, params)) = app.router().at(request.uri().path()) else {
-            let response = text_response(StatusCode::NOT_FOUND, "Not Found");
-            if !respond(
-                &mut stream,
-                &request,
-                response,
-                keep_alive,
-                started,
-                timeout,
-            )
-            .await
-            {
-                return None;
+        let route = match app.router().at(request.uri().path()) {
+            Some((route, params)) => {
+                request.extensions_mut().insert(params);
+                Some(route)
             }
-            continue;
+            None => None,
         };
-        request.extensions_mut().insert(params);
-        match route {
-            Route::WebSocket(endpoint) => {
+        let response = match route {
+            None => text_response(StatusCode::NOT_FOUND, "Not Found"),
+            Some(Route::Page(page)) => answer_page(page, &request).await,
+            Some(Route::WebSocket(endpoint)) => {
                 // The per-address slot is taken before `prepare` runs, and
                 // travels with the connection (freed however it ends).
                 let slot = match app.client_limits() {
@@ -160,21 +152,18 @@ pub(crate) async fn serve_connection(
                     None => connection,
                 });
             }
-            Route::Page(page) => {
-                let response = answer_page(page, &request).await;
-                if !respond(
-                    &mut stream,
-                    &request,
-                    response,
-                    keep_alive,
-                    started,
-                    timeout,
-                )
-                .await
-                {
-                    return None;
-                }
-            }
+        };
+        if !respond(
+            &mut stream,
+            &request,
+            response,
+            keep_alive,
+            started,
+            timeout,
+        )
+        .await
+        {
+            return None;
         }
     }
 }
