@@ -18,9 +18,26 @@
 //! ([`Framed::compressed`]).
 
 use bytes::{BufMut, Bytes, BytesMut};
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::Frame;
 
 /// The longest header of an unmasked frame: two bytes and a 64-bit length.
 pub(crate) const MAX_HEADER: usize = 10;
+
+/// A data message as one final frame for tungstenite to write as it is:
+/// RSV1 set for a compressed payload, and a text payload not checked as
+/// UTF-8 again (it was when it was queued). For the moments a frame squall
+/// would write itself must go through tungstenite's buffer instead.
+pub(crate) fn data_frame(text: bool, compressed: bool, payload: Bytes) -> tungstenite::Message {
+    let opcode = if text {
+        OpCode::Data(Data::Text)
+    } else {
+        OpCode::Data(Data::Binary)
+    };
+    let mut frame = Frame::message(payload, opcode, true);
+    frame.header_mut().rsv1 = compressed;
+    tungstenite::Message::Frame(frame)
+}
 
 /// A data frame ready to write: `header` then `payload`.
 #[derive(Clone)]
@@ -189,21 +206,11 @@ impl Framed {
         WireFrame::prebuilt(self.frame)
     }
 
-    /// The message it carries, sharing the frame's buffer (a compressed one
-    /// as a frame with RSV1, for tungstenite to write as it is).
+    /// The frame as a message for tungstenite to write as it is, sharing
+    /// the frame's buffer.
     pub fn into_message(self) -> tungstenite::Message {
         let payload = self.frame.slice(self.header_len as usize..);
-        if self.compressed {
-            return crate::deflate::write::frame(self.text, payload);
-        }
-        if self.text {
-            // Framed only from a text message, so the bytes are UTF-8.
-            match tungstenite::Utf8Bytes::try_from(payload.clone()) {
-                Ok(text) => return tungstenite::Message::Text(text),
-                Err(_) => return tungstenite::Message::Binary(payload),
-            }
-        }
-        tungstenite::Message::Binary(payload)
+        data_frame(self.text, self.compressed, payload)
     }
 
     fn payload_len(&self) -> usize {
@@ -267,7 +274,22 @@ mod tests {
             wire_bytes(&framed.clone().into_frame()),
             wire_bytes(&direct)
         );
-        assert_eq!(framed.into_message(), message);
+        // Through tungstenite: the very bytes it writes for the text message.
+        let tungstenite::Message::Frame(frame) = framed.into_message() else {
+            panic!("a broadcast frame goes to tungstenite as a frame");
+        };
+        assert_eq!(frame.header().opcode, OpCode::Data(Data::Text));
+        let mut through = Vec::new();
+        frame.format(&mut through).unwrap();
+        let mut expected = Vec::new();
+        Frame::message(
+            Bytes::from_static(b"hello, room"),
+            OpCode::Data(Data::Text),
+            true,
+        )
+        .format(&mut expected)
+        .unwrap();
+        assert_eq!(through, expected);
         assert!(Framed::once(&tungstenite::Message::Ping(Bytes::new())).is_none());
     }
 

@@ -7,8 +7,6 @@ use zlib_rs::{Deflate, DeflateFlush};
 
 use super::pool;
 use super::tuning::Tuning;
-use tungstenite::protocol::frame::coding::{Data, OpCode};
-use tungstenite::protocol::frame::Frame;
 
 use super::{SharedKey, Side};
 
@@ -89,19 +87,6 @@ impl Deflater {
         }
         Bytes::from(out)
     }
-}
-
-/// A compressed message as one frame with RSV1 set, for tungstenite to
-/// write as it is (the engine writes large ones itself, `wire.rs`).
-pub(crate) fn frame(text: bool, compressed: Bytes) -> tungstenite::Message {
-    let opcode = if text {
-        OpCode::Data(Data::Text)
-    } else {
-        OpCode::Data(Data::Binary)
-    };
-    let mut frame = Frame::message(compressed, opcode, true);
-    frame.header_mut().rsv1 = true;
-    tungstenite::Message::Frame(frame)
 }
 
 /// `payload` compressed for every receiver that agreed on `key` (without

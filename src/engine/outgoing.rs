@@ -35,10 +35,10 @@ use tungstenite::protocol::CloseFrame;
 
 use super::close::Phase;
 use crate::deflate::read::Inflating;
-use crate::deflate::write::{self, Deflater};
+use crate::deflate::write::Deflater;
 use crate::send_queue::{Outbound, Popped, SendQueue};
 use crate::stream::Stream;
-use crate::wire::{Framed, Wire, WireFrame};
+use crate::wire::{self, Framed, Wire, WireFrame};
 
 /// Data messages at least this large are written from their own buffer.
 /// Below it, copying the payload into tungstenite's buffer costs less than
@@ -121,7 +121,7 @@ impl Outgoing {
     fn into_message(self) -> tungstenite::Message {
         match self {
             Outgoing::Message(message) => message,
-            Outgoing::Compressed { text, payload } => write::frame(text, payload),
+            Outgoing::Compressed { text, payload } => wire::data_frame(text, true, payload),
             Outgoing::Framed(framed) => framed.into_message(),
         }
     }
