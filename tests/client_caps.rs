@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, Mutex};
 
 use common::{assert_accepted, Frame, Upgrade, TEXT};
 use squall::testing::{within, TestServer};
@@ -160,44 +158,6 @@ async fn the_slot_is_given_back_however_the_connection_ends() {
     assert_cap_full(&server).await;
 }
 
-/// Collects what the `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Log {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Log {
-    /// The log of this test binary: a global subscriber (a thread-local one
-    /// can miss events whose callsites another test thread, with no
-    /// subscriber, saw first). Tests find their own lines by content.
-    fn global() -> Log {
-        static LOG: std::sync::OnceLock<Log> = std::sync::OnceLock::new();
-        LOG.get_or_init(|| {
-            let log = Log::default();
-            let writer = log.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_writer(move || writer.clone())
-                .with_ansi(false)
-                .finish();
-            tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
-            log
-        })
-        .clone()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 async fn first_text(client: &mut squall::Client) -> String {
     let message = within("a message", client.recv()).await.expect("a message");
     message.as_text().expect("text").to_owned()
@@ -214,7 +174,7 @@ async fn forwarded_addresses_are_ignored_unless_the_proxy_is_trusted() {
 
 #[tokio::test]
 async fn a_trusted_proxy_sets_remote_addr_the_access_line_the_span_and_the_cap() {
-    let log = Log::global();
+    let log = common::log();
     let server = TestServer::start(
         app()
             .trusted_proxies([IpAddr::V4(Ipv4Addr::LOCALHOST)])

@@ -2,9 +2,9 @@
 //! logged, `on_close` still runs exactly once, and the server and every other
 //! connection carry on.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
 
+use common::log;
 use squall::testing::{assert_closed_with, next_text, within, TestServer};
 use squall::{Application, Message, WebSocket, WebSocketHandler};
 use tokio::sync::mpsc;
@@ -41,44 +41,6 @@ impl WebSocketHandler for Fragile {
             panic!("boom in on_close");
         }
     }
-}
-
-/// Collects log output so the test can see the panic was logged.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Log {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Log {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-/// The log of this test binary, captured by the process's global
-/// subscriber. A thread-local one (`set_default`) races the other tests'
-/// threads over each callsite's cached interest, and then misses events.
-/// Every test calls this first, so the subscriber is in place before any
-/// callsite registers.
-fn log() -> &'static Log {
-    static LOG: std::sync::OnceLock<Log> = std::sync::OnceLock::new();
-    LOG.get_or_init(|| {
-        let log = Log::default();
-        let writer = log.clone();
-        tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .init();
-        log
-    })
 }
 
 type Closed = mpsc::UnboundedReceiver<&'static str>;

@@ -3,25 +3,11 @@
 //! In a test binary of its own: the capturing subscriber is the process's
 //! global one, so it sees every thread and no other test's callsites.
 
-use std::sync::{Arc, Mutex};
+mod common;
 
 use squall::testing::{assert_closed_with, within, TestServer};
 use squall::{Application, Message, WebSocket, WebSocketHandler, WebSocketSender};
 use tokio::sync::mpsc;
-
-/// Collects what the `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Hands each connection's sender to the test.
 struct Exposed(mpsc::UnboundedSender<WebSocketSender>);
@@ -35,12 +21,7 @@ impl WebSocketHandler for Exposed {
 
 #[tokio::test]
 async fn an_overflow_close_names_the_limit_in_the_log() {
-    let log = Capture::default();
-    let writer = log.clone();
-    tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
+    let log = common::log();
     let (senders, mut senders_rx) = mpsc::unbounded_channel();
     let app = Application::new().websocket("/ws", move || Exposed(senders.clone()));
     let server = TestServer::start(app).await;
@@ -58,7 +39,7 @@ async fn an_overflow_close_names_the_limit_in_the_log() {
     };
     assert!(error.is_queue_full(), "{error:?}");
     assert_eq!(accepted, 16);
-    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let text = log.text();
     let line = text
         .lines()
         .find(|line| line.contains("send queue full"))

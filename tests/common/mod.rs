@@ -380,3 +380,42 @@ pub fn example(name: &str) -> std::path::PathBuf {
     assert!(path.exists(), "{} not built", path.display());
     path
 }
+
+/// What the `tracing` subscriber of this test binary wrote.
+#[derive(Clone, Default)]
+pub struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// The log of this test binary, captured by the process's global
+/// subscriber, installed on the first call. A thread-local one
+/// (`set_default`) races the other tests' threads over each callsite's
+/// cached interest, and then misses events; so every test that reads the
+/// log calls this before its server starts, and finds its own lines by
+/// content.
+pub fn log() -> &'static Log {
+    static LOG: std::sync::OnceLock<Log> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Log::default();
+        let writer = log.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .init();
+        log
+    })
+}
