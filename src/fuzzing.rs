@@ -10,6 +10,13 @@
 //!   Each input runs twice: on a plain connection, and on one with
 //!   permessage-deflate agreed (parameters picked from the input's length),
 //!   so the inflating reader below tungstenite sees every input too.
+//! - [`frame_reader()`]: bytes as a client's frames, read by squall's frame
+//!   reader and by tungstenite alone; both must see the same
+//!   (`fuzzing/frame_reader.rs`).
+
+mod frame_reader;
+
+pub use frame_reader::frame_reader;
 
 use std::sync::OnceLock;
 use std::time::Duration;

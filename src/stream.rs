@@ -3,16 +3,7 @@
 //! one concrete type (no generics, no boxed trait object on
 //! the hot path).
 //!
-//! It also sizes reads. tungstenite reads through a small buffer of its own
-//! (`websocket_read_buffer_size`, kept small because an idle connection holds
-//! it for life), so a large message would take one system call per few KiB.
-//! When a read fills a sizeable window, more data is probably waiting: the
-//! stream enters a bulk phase, reading ahead in large chunks into a buffer of
-//! its own and handing them out from memory. The buffer is kept from one
-//! burst to the next (no allocation per message) and freed once the socket
-//! has been quiet for a moment, so idle connections never hold it.
-//!
-//! And it writes data frames from their own buffers. The engine hands it
+//! It writes data frames from their own buffers. The engine hands it
 //! large frames and broadcast frames ([`Stream::push_frame`]: a header and a
 //! shared payload, see
 //! `wire.rs`) instead of letting tungstenite copy each payload into its
@@ -24,27 +15,14 @@
 //! buffer is empty, so a frame never lands inside one of tungstenite's.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{Duration, Instant, Sleep};
 
 use crate::wire::WireFrame;
-
-/// How much one read-ahead system call may bring in.
-const READ_AHEAD: usize = 64 * 1024;
-
-/// A filled window at least this large starts a bulk phase; smaller ones
-/// (the tail of tungstenite's buffer) say nothing about a backlog.
-const BULK_WINDOW: usize = 1024;
-
-/// How long the read-ahead buffer outlives the last bulk read.
-const BULK_LINGER: Duration = Duration::from_secs(1);
 
 /// At most this many buffers go into one vectored write (Linux takes up to
 /// 1024; past a few dozen a call gains nothing).
@@ -53,7 +31,6 @@ const MAX_SLICES: usize = 64;
 /// An accepted client connection.
 pub(crate) struct Stream {
     transport: Transport,
-    bulk: Option<Box<Bulk>>,
     /// Frames handed over and not yet written: none until the first (a
     /// connection that only ever writes small messages, which go through
     /// tungstenite, holds one pointer for this), then kept for life, so
@@ -85,15 +62,6 @@ impl Frames {
         }
         self.sent = done;
     }
-}
-
-/// The read-ahead state of a connection in a bulk phase.
-struct Bulk {
-    buf: BytesMut,
-    /// Fires `BULK_LINGER` after the socket last ran dry following a read.
-    quiet: Pin<Box<Sleep>>,
-    /// Data arrived since the socket last ran dry.
-    active: bool,
 }
 
 enum Transport {
@@ -134,7 +102,6 @@ impl Stream {
     fn new(transport: Transport) -> Self {
         Stream {
             transport,
-            bulk: None,
             frames: None,
         }
     }
@@ -234,45 +201,7 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let Some(bulk) = &mut this.bulk else {
-            let window = buf.remaining();
-            ready!(this.transport().poll_read(cx, buf))?;
-            if window >= BULK_WINDOW && buf.remaining() == 0 {
-                this.bulk = Some(Box::new(Bulk {
-                    buf: BytesMut::with_capacity(READ_AHEAD),
-                    quiet: Box::pin(tokio::time::sleep(BULK_LINGER)),
-                    active: true,
-                }));
-            }
-            return Poll::Ready(Ok(()));
-        };
-        if bulk.buf.is_empty() {
-            // Reuses the allocation once everything in it was handed out.
-            bulk.buf.reserve(READ_AHEAD);
-            match tokio_util::io::poll_read_buf(this.transport.as_io(), cx, &mut bulk.buf) {
-                Poll::Ready(read) => {
-                    read?;
-                    bulk.active = true;
-                }
-                Poll::Pending => {
-                    if bulk.active {
-                        bulk.active = false;
-                        let at = Instant::now() + BULK_LINGER;
-                        bulk.quiet.as_mut().reset(at);
-                    }
-                    if bulk.quiet.as_mut().poll(cx).is_ready() {
-                        // Quiet for a while: back to plain reads, buffer freed.
-                        this.bulk = None;
-                    }
-                    return Poll::Pending;
-                }
-            }
-        }
-        let n = bulk.buf.len().min(buf.remaining());
-        buf.put_slice(&bulk.buf[..n]);
-        bulk.buf.advance(n);
-        Poll::Ready(Ok(()))
+        self.get_mut().transport().poll_read(cx, buf)
     }
 }
 

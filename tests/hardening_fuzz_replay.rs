@@ -43,3 +43,115 @@ fn frame_input_corpus() {
         squall::fuzzing::frame_input(&input);
     }
 }
+
+#[test]
+fn frame_reader_corpus() {
+    for (name, input) in corpus("frame_reader") {
+        eprintln!("frame_reader {name}");
+        squall::fuzzing::frame_reader(&input);
+    }
+}
+
+/// A small deterministic generator (xorshift), so the run is the same
+/// every time.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, in_n: u64) -> bool {
+        self.below(in_n) == 0
+    }
+}
+
+/// One client frame, mostly well formed: every opcode, fragmentation,
+/// text cut inside a UTF-8 sequence, now and then a reserved bit, a missing
+/// mask, an oversized control frame, a length at the 4096-byte limit, a
+/// close code (1014 among them), or a truncated end.
+fn frame(rng: &mut Rng, out: &mut Vec<u8>) {
+    const OPCODES: [u8; 8] = [0x1, 0x2, 0x0, 0x0, 0x9, 0xa, 0x8, 0x3];
+    let opcode = if rng.chance(40) {
+        rng.below(16) as u8
+    } else {
+        OPCODES[rng.below(OPCODES.len() as u64) as usize]
+    };
+    let fin = !rng.chance(3);
+    let rsv = if rng.chance(30) {
+        (rng.below(7) as u8 + 1) << 4
+    } else {
+        0
+    };
+    let mut payload: Vec<u8> = match rng.below(6) {
+        0 => Vec::new(),
+        1 => "héllo wörld ✓ 🎉".as_bytes().to_vec(),
+        2 => (0..rng.below(300)).map(|_| rng.next() as u8).collect(),
+        3 => vec![b'x'; [125, 126, 127, 4095, 4096, 4097][rng.below(6) as usize]],
+        4 => {
+            let code: u16 = [1000, 1001, 1014, 1005, 999, 3000, 4999, 5000][rng.below(8) as usize];
+            let mut p = code.to_be_bytes().to_vec();
+            p.extend_from_slice(b"bye");
+            p
+        }
+        _ => {
+            // A multi-byte character cut at a random byte.
+            let text = "añ€😀".repeat(3).into_bytes();
+            let cut = rng.below(text.len() as u64) as usize;
+            text[..cut].to_vec()
+        }
+    };
+    if rng.chance(4) && !payload.is_empty() {
+        let keep = rng.below(payload.len() as u64) as usize;
+        payload.truncate(keep);
+    }
+    out.push(u8::from(fin) << 7 | rsv | opcode);
+    let masked = !rng.chance(40);
+    let mask_bit = if masked { 0x80 } else { 0 };
+    let len = payload.len();
+    if len < 126 {
+        out.push(mask_bit | len as u8);
+    } else if len < 65536 && !rng.chance(10) {
+        out.push(mask_bit | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(mask_bit | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    let mask = (rng.next() as u32).to_be_bytes();
+    if masked {
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    } else {
+        out.extend_from_slice(&payload);
+    }
+}
+
+/// 20 000 generated inputs (`SQUALL_FRAME_READER_CASES` and
+/// `SQUALL_FRAME_READER_SEED` run more, or others).
+#[test]
+fn frame_reader_agrees_with_tungstenite_on_generated_frames() {
+    let number = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let mut rng = Rng(number("SQUALL_FRAME_READER_SEED", 0x5eed_5eed_1234_5678) | 1);
+    for _ in 0..number("SQUALL_FRAME_READER_CASES", 20_000) {
+        let mut input = Vec::new();
+        for _ in 0..1 + rng.below(8) {
+            frame(&mut rng, &mut input);
+        }
+        if rng.chance(5) {
+            let keep = rng.below(input.len() as u64 + 1) as usize;
+            input.truncate(keep);
+        }
+        squall::fuzzing::frame_reader(&input);
+    }
+}

@@ -36,9 +36,13 @@ pub(super) type Socket = WebSocketStream<Inflating<MaybeTlsStream<TcpStream>>>;
 
 /// A client masks every frame it sends: its messages all go through
 /// tungstenite.
-impl outgoing::DirectFrames for MaybeTlsStream<TcpStream> {
+impl outgoing::Socket for Inflating<MaybeTlsStream<TcpStream>> {
     fn frames(&mut self) -> Option<&mut crate::stream::Stream> {
         None
+    }
+
+    fn deflater(&mut self) -> Option<&mut crate::deflate::write::Deflater> {
+        Inflating::deflater(self)
     }
 }
 

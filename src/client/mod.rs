@@ -21,7 +21,8 @@ use tungstenite::client::IntoClientRequest;
 use tokio::net::TcpStream;
 use tokio_tungstenite::MaybeTlsStream;
 
-use crate::deflate::read::{InflateConfig, Inflating};
+use crate::deflate::inflate::InflateConfig;
+use crate::deflate::read::Inflating;
 use crate::deflate::write::Deflater;
 use crate::deflate::{self, CompressionOptions};
 use crate::error::WriteError;

@@ -10,6 +10,7 @@
 //! [`ConnectOptions::compression`](crate::ConnectOptions::compression).
 //! Without them nothing of this module runs on a connection.
 
+pub(crate) mod inflate;
 mod pool;
 pub(crate) mod read;
 mod tuning;

@@ -1,5 +1,7 @@
-//! The receiving half of permessage-deflate: [`Inflating`], a byte-stream
-//! adapter that sits below tungstenite's reader.
+//! The receiving half of permessage-deflate on the client: [`Inflating`],
+//! a byte-stream adapter that sits below tungstenite's reader. (A server
+//! connection reads its frames itself, `engine/reader.rs`, and inflates
+//! with the same [`Inflater`].)
 //!
 //! tungstenite 0.30 refuses every frame with a reserved bit, and no setting
 //! changes that. Rather than rebuild its reader (fragmentation rules, control
@@ -16,74 +18,35 @@
 //! RSV3, a bad header) passes through as it is, and tungstenite refuses it
 //! with 1002 as before.
 //!
-//! Inflation is bounded: a message is inflated at most one byte past
-//! `max_message_size`, in chunks of [`CHUNK`] bytes, so a small frame that
-//! would inflate to gigabytes costs no more than a message at the limit
-//! (which tungstenite assembles) and ends the connection with 1009. Corrupt
-//! deflate data ends it with 1007.
+//! Inflation is bounded (`inflate.rs`): a message is inflated at most one
+//! byte past `max_message_size`, in chunks of [`CHUNK`] bytes. Corrupt
+//! deflate data ends the connection with 1007, a message over the limit
+//! with 1009.
 //!
-//! A connection without compression does not use the adapter at all (the
-//! state is `None` and every read goes straight to the stream), so it costs
-//! nothing there. On the client the adapter also fences the handshake: it
+//! Without compression every read goes straight to the stream once the
+//! handshake is over. The adapter also fences the handshake: it
 //! hands tungstenite the HTTP response head and nothing after it until
 //! [`Inflating::activate`] says whether compression was agreed, so a
 //! compressed message that arrives with the 101 is inflated too.
 
-use std::fmt;
 use std::io::{self, Cursor};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, BytesMut};
-use flate2::{Decompress, FlushDecompress, Status};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
-use super::pool;
+use super::inflate::{InflateConfig, InflateError, Inflater, CHUNK};
 use super::write::{Deflater, TRAILER};
-use super::Side;
 use crate::message::close_code;
-
-/// The most inflated bytes produced in one step.
-pub(crate) const CHUNK: usize = 16 * 1024;
 
 /// How much one read from the stream may bring in.
 const READ_SIZE: usize = 8 * 1024;
 
 /// The longest response head the client fence waits for.
 const MAX_HEAD: usize = 64 * 1024;
-
-/// Why inflating failed; carried to the engine inside an `io::Error`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct InflateError {
-    /// The close code: 1009 (too big) or 1007 (corrupt data).
-    pub code: u16,
-}
-
-impl InflateError {
-    /// The close reason.
-    pub fn reason(&self) -> &'static str {
-        if self.code == close_code::TOO_BIG {
-            "message too big"
-        } else {
-            "invalid compressed data"
-        }
-    }
-
-    /// The inflate error inside a read error, if it is one.
-    pub fn from_io(error: &io::Error) -> Option<Self> {
-        error.get_ref()?.downcast_ref::<InflateError>().copied()
-    }
-}
-
-impl fmt::Display for InflateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.reason())
-    }
-}
-
-impl std::error::Error for InflateError {}
 
 /// A byte stream whose compressed messages are inflated on the way up.
 ///
@@ -94,16 +57,6 @@ pub(crate) struct Inflating<S> {
     inner: S,
     /// `None`: a plain connection, every read goes straight to `inner`.
     reader: Option<Box<Reader>>,
-}
-
-/// What the adapter inflates for: the peer's side of the agreement, whether
-/// frames going up must be masked (they come from a client), and the
-/// message size bound.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct InflateConfig {
-    pub peer: Side,
-    pub masked: bool,
-    pub max_message_size: usize,
 }
 
 struct Reader {
@@ -161,12 +114,7 @@ enum MessageState {
 }
 
 struct Codec {
-    config: InflateConfig,
-    /// Built on the first compressed message, dropped after each one when
-    /// the peer uses no context takeover.
-    decompress: Option<Box<Decompress>>,
-    /// Inflated bytes of the current message.
-    produced: usize,
+    inflater: Inflater,
     /// One chunk of output; allocated on the first compressed message, so
     /// an idle connection that never sent one holds none.
     scratch: Vec<u8>,
@@ -178,28 +126,6 @@ enum Step {
 }
 
 impl<S> Inflating<S> {
-    /// A plain stream: no compression, no cost.
-    pub fn plain(inner: S) -> Self {
-        Inflating {
-            inner,
-            reader: None,
-        }
-    }
-
-    /// A stream whose peer compresses as `config` says, and whose writer
-    /// compresses with `deflater`; `read_ahead` holds bytes from the peer
-    /// read before (past the request head), handled first.
-    pub fn new(inner: S, config: InflateConfig, deflater: Deflater, read_ahead: Vec<u8>) -> Self {
-        let mut reader = Reader::new(Fence::Open);
-        reader.raw = BytesMut::from(&read_ahead[..]);
-        reader.codec = Some(Codec::new(config));
-        reader.deflater = Some(deflater);
-        Inflating {
-            inner,
-            reader: Some(Box::new(reader)),
-        }
-    }
-
     /// A client stream before the handshake: passes the response head only,
     /// until [`activate`](Self::activate).
     pub fn fenced(inner: S) -> Self {
@@ -219,34 +145,23 @@ impl<S> Inflating<S> {
         }
     }
 
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
     /// The compressor for outgoing messages, when compression was agreed.
     pub fn deflater(&mut self) -> Option<&mut Deflater> {
         self.reader.as_mut()?.deflater.as_mut()
-    }
-
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
     }
 }
 
 impl Codec {
     fn new(config: InflateConfig) -> Self {
         Codec {
-            config,
-            decompress: None,
-            produced: 0,
+            inflater: Inflater::new(config),
             scratch: Vec::new(),
         }
     }
 
-    /// Inflates what it can of `input` (at most one chunk out, and never
-    /// more than one byte past the message bound), writing the output to
-    /// `out` as one plain continuation fragment. Returns the bytes consumed
-    /// and produced.
+    /// Inflates what it can of `input` (at most one chunk out), writing the
+    /// output to `out` as one plain continuation fragment. Returns the bytes
+    /// consumed and produced.
     fn inflate(
         &mut self,
         input: &[u8],
@@ -255,44 +170,7 @@ impl Codec {
         if self.scratch.is_empty() {
             self.scratch = vec![0; CHUNK];
         }
-        let bits = self.config.peer.max_window_bits.max(9);
-        let no_context_takeover = self.config.peer.no_context_takeover;
-        let decompress = self.decompress.get_or_insert_with(|| {
-            if no_context_takeover {
-                pool::decompressor(bits)
-            } else {
-                Box::new(Decompress::new_with_window_bits(false, bits))
-            }
-        });
-        let room = CHUNK.min(
-            self.config
-                .max_message_size
-                .saturating_add(1)
-                .saturating_sub(self.produced),
-        );
-        let (in_before, out_before) = (decompress.total_in(), decompress.total_out());
-        let status = decompress.decompress(input, &mut self.scratch[..room], FlushDecompress::None);
-        let consumed = (decompress.total_in() - in_before) as usize;
-        let produced = (decompress.total_out() - out_before) as usize;
-        match status {
-            Ok(Status::StreamEnd) => {
-                // The peer ended the deflate stream (BFINAL): the next data
-                // starts a fresh one.
-                decompress.reset(false);
-            }
-            Ok(_) => {}
-            Err(_) => {
-                return Err(InflateError {
-                    code: close_code::INVALID_PAYLOAD,
-                })
-            }
-        }
-        self.produced += produced;
-        if self.produced > self.config.max_message_size {
-            return Err(InflateError {
-                code: close_code::TOO_BIG,
-            });
-        }
+        let (consumed, produced) = self.inflater.inflate(input, &mut self.scratch)?;
         if produced > 0 {
             self.emit(out, OpCode::Data(Data::Continue), false, produced);
         }
@@ -306,7 +184,7 @@ impl Codec {
             opcode,
             // tungstenite expects masked frames from a client; a zero key
             // leaves the payload as it is.
-            mask: self.config.masked.then_some([0; 4]),
+            mask: self.inflater.config().masked.then_some([0; 4]),
             ..FrameHeader::default()
         };
         out.reserve(14 + len);
@@ -416,7 +294,7 @@ impl Reader {
                     self.frame = FrameState::Raw { remaining: len };
                     return Ok(Step::Progress);
                 }
-                if len > codec.config.max_message_size as u64 {
+                if len > codec.inflater.config().max_message_size as u64 {
                     return Err(InflateError {
                         code: close_code::TOO_BIG,
                     });
@@ -424,7 +302,6 @@ impl Reader {
                 self.raw.advance(header_len);
                 if starts {
                     self.message = MessageState::Compressed;
-                    codec.produced = 0;
                     codec.emit(&mut self.out, header.opcode, false, 0);
                 }
                 self.frame = FrameState::Compressed {
@@ -498,13 +375,7 @@ impl Reader {
                     codec.emit(&mut self.out, OpCode::Data(Data::Continue), true, 0);
                     self.message = MessageState::None;
                     self.frame = FrameState::Header;
-                    if codec.config.peer.no_context_takeover {
-                        // Back to the thread's pool until the next message.
-                        if let Some(decompress) = codec.decompress.take() {
-                            let bits = codec.config.peer.max_window_bits.max(9);
-                            pool::give_back_decompressor(bits, decompress);
-                        }
-                    }
+                    codec.inflater.end_message();
                 } else if consumed == 0 && produced == 0 {
                     return Err(InflateError {
                         code: close_code::INVALID_PAYLOAD,

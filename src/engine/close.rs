@@ -14,7 +14,7 @@ use std::future::Future;
 use tokio::time::Sleep;
 use tungstenite::error::Error as WsError;
 
-use crate::deflate::read::InflateError;
+use crate::deflate::inflate::InflateError;
 use crate::message::{close_code, Utf8Bytes};
 
 /// Where the connection is in its life.

@@ -14,7 +14,6 @@ use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::Role;
 
 use super::close::{close_for, Phase};
-use super::close_codes::CloseCodes;
 use super::env::Env;
 use super::inbox::{Event, Inbox};
 use super::keepalive::{Due, KeepAlive};
@@ -22,8 +21,9 @@ use super::linger;
 use super::outgoing;
 use super::own_frames::{control_frame_len, OwnFrames, MAX_CONTROL_FRAME};
 use super::rate_limit::RateLimiter;
+use super::reader::{FrameReader, Incoming};
 use super::shutdown::Shutdown;
-use crate::deflate::read::{InflateConfig, Inflating};
+use crate::deflate::inflate::InflateConfig;
 use crate::deflate::write::Deflater;
 use crate::deflate::Agreed;
 use crate::message::{close_code, Message, Utf8Bytes};
@@ -44,11 +44,6 @@ pub(crate) struct Agreements {
     /// permessage-deflate, when agreed.
     pub deflate: Option<Agreed>,
 }
-
-/// The socket as the engine reads it: 1014 close codes made readable
-/// (`close_codes.rs`), then compressed messages inflated when
-/// permessage-deflate was agreed (`deflate/read.rs`), below tungstenite.
-pub(super) type Wire = Inflating<CloseCodes<Stream>>;
 
 /// Wraps an upgraded stream (and any bytes read past the request head) as a
 /// WebSocket: the handler's context and the engine side, ready for
@@ -71,33 +66,32 @@ pub(crate) fn establish(
         subprotocol,
         deflate,
     } = agreements;
-    let mut stream = CloseCodes::new(stream);
-    let mut read_ahead = read_ahead;
-    stream.scan(&mut read_ahead);
-    let stream = match deflate {
-        None => Inflating::plain(stream),
-        Some(agreed) => {
-            // The bytes read past the request head go through the adapter
-            // too: a client may send a compressed message right away.
-            let config = InflateConfig {
-                peer: agreed.theirs,
-                masked: true,
-                max_message_size: settings.max_message_size,
-            };
-            let deflater = Deflater::new(agreed.ours, agreed.level, agreed.mem_level);
-            Inflating::new(stream, config, deflater, std::mem::take(&mut read_ahead))
-        }
-    };
-    // tokio-tungstenite's constructor is async but never waits: it only
-    // wraps the stream, ready at the first poll.
-    let ws = WebSocketStream::from_partially_read(
+    let deflate_reader = deflate.map(|agreed| {
+        let config = InflateConfig {
+            peer: agreed.theirs,
+            masked: true,
+            max_message_size: settings.max_message_size,
+        };
+        let deflater = Deflater::new(agreed.ours, agreed.level, agreed.mem_level);
+        (config, deflater)
+    });
+    // The bytes read past the request head go to the reader: a client may
+    // send a message (compressed, even) right away.
+    let reader = FrameReader::new(
         stream,
         read_ahead,
-        Role::Server,
-        Some(settings.websocket_config()),
-    )
-    .now_or_never()
-    .expect("wrapping a stream as a WebSocket does not wait");
+        settings.read_buffer_size,
+        settings.max_message_size,
+        deflate_reader,
+    );
+    // tungstenite reads only the control frames the reader puts in front of
+    // it (`reader.rs`): its own read buffer starts empty and stays small.
+    let config = settings.websocket_config().read_buffer_size(0);
+    // tokio-tungstenite's constructor is async but never waits: it only
+    // wraps the stream, ready at the first poll.
+    let ws = WebSocketStream::from_raw_socket(reader, Role::Server, Some(config))
+        .now_or_never()
+        .expect("wrapping a stream as a WebSocket does not wait");
     let mut queue = SendQueue::new(
         settings.max_queued_messages,
         settings.max_queued_bytes,
@@ -135,7 +129,7 @@ pub(super) struct Ended {
 
 /// The engine side of a connection: the socket and everything that moves it.
 pub(crate) struct Connection {
-    ws: WebSocketStream<Wire>,
+    ws: WebSocketStream<FrameReader>,
     queue: Arc<SendQueue>,
     pub(super) inbox: Inbox,
     phase: Phase,
@@ -167,7 +161,7 @@ impl Connection {
         self.queue.close();
         self.queue.discard();
         self.own.flushed(&self.queue);
-        if !self.ws.get_ref().get_ref().get_ref().needs_shutdown() {
+        if !self.ws.get_ref().get_ref().needs_shutdown() {
             return;
         }
         let mut shutdown = pin!(tokio::io::AsyncWriteExt::shutdown(self.ws.get_mut()));
@@ -280,9 +274,9 @@ impl Connection {
             && !(outgoing_full && self.phase.answers_pings())
             && self.poll_rate_limit(cx)
         {
-            match Pin::new(&mut self.ws).poll_next(cx) {
-                Poll::Ready(Some(Ok(message))) => {
-                    if let Some(event) = self.on_frame(message) {
+            match self.poll_read(cx) {
+                Poll::Ready(Some(Ok(event))) => {
+                    if let Some(event) = event {
                         return Poll::Ready(Some(event));
                     }
                     // A close or an event outside the open phase: go round
@@ -290,15 +284,13 @@ impl Connection {
                     cx.waker().wake_by_ref();
                     again = true;
                 }
-                Poll::Ready(Some(Err(error))) => match close_for(&error) {
-                    Some((code, reason)) if self.phase.feeds_queue() => {
-                        self.fail(code, reason, cx);
-                        again = true;
-                    }
-                    // The close handshake finished, or the peer vanished.
-                    _ => return self.closed(),
-                },
-                Poll::Ready(None) => return self.closed(),
+                Poll::Ready(Some(Err((code, reason)))) if self.phase.feeds_queue() => {
+                    self.fail(code, reason, cx);
+                    again = true;
+                }
+                // The close handshake finished, or the peer vanished (or
+                // broke the protocol after the close handshake began).
+                Poll::Ready(_) => return self.closed(),
                 Poll::Pending => {}
             }
         }
@@ -327,8 +319,7 @@ impl Connection {
         }
 
         if let Phase::Lingering { shut_down, .. } = &mut self.phase {
-            if linger::poll_linger(self.ws.get_mut().get_mut().get_mut(), cx, shut_down).is_ready()
-            {
+            if linger::poll_linger(self.ws.get_mut().get_mut(), cx, shut_down).is_ready() {
                 return self.closed();
             }
         }
@@ -340,10 +331,51 @@ impl Connection {
         Poll::Pending
     }
 
+    /// Reads the next frame: a data message from the reader (`reader.rs`),
+    /// or a control frame through tungstenite. `Some(Ok(None))` when the
+    /// frame was handled with nothing to deliver, `Some(Err(..))` with the
+    /// close code when the peer broke the protocol, `None` when the socket
+    /// is done.
+    #[allow(clippy::type_complexity)]
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Option<Event>, (u16, &'static str)>>> {
+        let message = match self.ws.get_mut().poll_incoming(cx) {
+            Poll::Ready(Ok(Incoming::Message(message))) => message,
+            Poll::Ready(Ok(Incoming::Tungstenite)) => {
+                return match Pin::new(&mut self.ws).poll_next(cx) {
+                    Poll::Ready(Some(Ok(message))) => {
+                        let ping = matches!(message, tungstenite::Message::Ping(_));
+                        let event = self.on_frame(message);
+                        if ping {
+                            // tungstenite holds the pong aside and would
+                            // write it after the next message given to it:
+                            // a flush puts it in line now, ahead of replies
+                            // to messages read after the ping. (The flush
+                            // that completes the round does the bookkeeping.)
+                            let _ = Pin::new(&mut self.ws).poll_flush(cx);
+                        }
+                        Poll::Ready(Some(Ok(event)))
+                    }
+                    Poll::Ready(Some(Err(error))) => Poll::Ready(close_for(&error).map(Err)),
+                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+            Poll::Ready(Err(error)) => return Poll::Ready(Some(Err((error.code, error.reason)))),
+            Poll::Pending => return Poll::Pending,
+        };
+        let delivered = self
+            .data_in(message.len())
+            .map(|()| Event::Message(message));
+        Poll::Ready(Some(Ok(delivered.filter(|_| self.phase.delivers()))))
+    }
+
     /// Writes what it can of the data frames handed to the stream
     /// (`outgoing.rs`); `Err` if the socket failed.
     fn poll_write_frames(&mut self, cx: &mut Context<'_>) -> Result<(), ()> {
-        let stream = self.ws.get_mut().get_mut().get_mut();
+        let stream = self.ws.get_mut().get_mut();
         if stream.queued_frame_bytes() > 0 {
             if let Poll::Ready(Err(_)) = stream.poll_write_frames(cx) {
                 return Err(());
@@ -454,8 +486,8 @@ impl Connection {
                 // tungstenite queues the echo of the close frame.
                 let echo = frame.as_ref().map_or(0, |f| 2 + f.reason.len());
                 self.own.written(&self.queue, control_frame_len(echo));
-                // A 1014 reached tungstenite as 1000 (`close_codes.rs`).
-                let bad_gateway = self.ws.get_ref().get_ref().saw_bad_gateway();
+                // A 1014 reached tungstenite as 1000 (`reader.rs`).
+                let bad_gateway = self.ws.get_ref().saw_bad_gateway();
                 let code = match frame.as_ref().map(|f| u16::from(f.code)) {
                     Some(close_code::NORMAL) if bad_gateway => close_code::BAD_GATEWAY,
                     Some(code) => code,

@@ -9,16 +9,17 @@
 //! needs only the stream, the request, and the application's [`Env`]
 //! (its settings, the shutdown signal and the groups hub).
 //!
-//! Where a byte goes: `Connection::poll_progress` (`connection.rs`) reads a frame through
-//! tungstenite and turns it into an [`Event`](inbox::Event); `driver.rs`
+//! Where a byte goes: `Connection::poll_progress` (`connection.rs`) reads
+//! through the frame reader (`reader.rs`), which turns data frames into
+//! messages itself and hands control frames up to tungstenite; either way
+//! the result becomes an [`Event`](inbox::Event); `driver.rs`
 //! hands the event to the handler; the handler's writes land in the send
 //! queue (`send_queue.rs`); `Connection::poll_feed` moves them into
 //! tungstenite's write buffer, which is flushed only when no more input is
 //! ready, so a burst of pipelined requests is answered with one write call.
 //!
 //! The other files: `env.rs` (what the engine needs from its application),
-//! `close.rs` (the close state machine), `close_codes.rs` (close code 1014,
-//! which tungstenite would refuse, let through), `keepalive.rs`,
+//! `close.rs` (the close state machine), `keepalive.rs`,
 //! `shutdown.rs` (the server's shutdown as one connection watches it),
 //! `linger.rs` (the lingering close after a protocol error), `inbox.rs`
 //! (events read ahead while a handler method runs), `outgoing.rs` (the send
@@ -28,7 +29,6 @@
 //! backpressure).
 
 pub(crate) mod close;
-mod close_codes;
 mod connection;
 mod driver;
 mod env;
@@ -38,6 +38,7 @@ pub(crate) mod linger;
 pub(crate) mod outgoing;
 mod own_frames;
 mod rate_limit;
+pub(crate) mod reader;
 mod shutdown;
 
 use std::future::Future;

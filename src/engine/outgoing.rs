@@ -34,7 +34,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 
 use super::close::Phase;
-use crate::deflate::read::Inflating;
+use super::reader::FrameReader;
 use crate::deflate::write::Deflater;
 use crate::send_queue::{Outbound, Popped, SendQueue};
 use crate::stream::Stream;
@@ -47,21 +47,21 @@ use crate::wire::{self, Framed, Wire, WireFrame};
 /// as one contiguous write.
 pub(crate) const DIRECT_MIN: usize = 16 * 1024;
 
-/// A stream under a WebSocket that may write data frames itself.
-pub(crate) trait DirectFrames {
-    /// The stream that takes frames, if this one does.
+/// The stream under a WebSocket, as the writer sees it.
+pub(crate) trait Socket: AsyncRead + AsyncWrite + Unpin {
+    /// The stream that takes whole data frames, if this one does.
     fn frames(&mut self) -> Option<&mut Stream>;
+    /// The compressor for outgoing messages, when compression was agreed.
+    fn deflater(&mut self) -> Option<&mut Deflater>;
 }
 
-impl DirectFrames for Stream {
+impl Socket for FrameReader {
     fn frames(&mut self) -> Option<&mut Stream> {
-        Some(self)
+        Some(self.get_mut())
     }
-}
 
-impl<S: DirectFrames> DirectFrames for super::close_codes::CloseCodes<S> {
-    fn frames(&mut self) -> Option<&mut Stream> {
-        self.get_mut().frames()
+    fn deflater(&mut self) -> Option<&mut Deflater> {
+        FrameReader::deflater(self)
     }
 }
 
@@ -139,8 +139,8 @@ impl Outgoing {
 /// metrics). With permessage-deflate agreed, data messages are compressed
 /// on the way (those a broadcast compressed already come framed and pass as
 /// they are), and a compressed payload takes the same path as a plain one.
-pub(crate) fn poll_feed<S: AsyncRead + AsyncWrite + Unpin + DirectFrames>(
-    ws: &mut WebSocketStream<Inflating<S>>,
+pub(crate) fn poll_feed<S: Socket>(
+    ws: &mut WebSocketStream<S>,
     queue: &SendQueue,
     phase: &mut Phase,
     close_timeout: Duration,
@@ -151,7 +151,7 @@ pub(crate) fn poll_feed<S: AsyncRead + AsyncWrite + Unpin + DirectFrames>(
     let mut fed = false;
     let write_buffer_size = ws.get_config().write_buffer_size;
     loop {
-        if let Some(stream) = ws.get_mut().get_mut().frames().filter(|_| direct) {
+        if let Some(stream) = ws.get_mut().frames().filter(|_| direct) {
             // Frames past the buffer size are written before more are taken,
             // as tungstenite does with its own buffer.
             if stream.queued_frame_bytes() >= write_buffer_size {
@@ -174,7 +174,7 @@ pub(crate) fn poll_feed<S: AsyncRead + AsyncWrite + Unpin + DirectFrames>(
                 // Frames go to the stream only while tungstenite holds no
                 // unwritten bytes: it held none when this began, and has
                 // been given nothing since.
-                let stream = ws.get_mut().get_mut().frames().filter(|_| direct && !fed);
+                let stream = ws.get_mut().frames().filter(|_| direct && !fed);
                 let message = match stream {
                     Some(stream) => match outgoing.into_frame() {
                         Ok(frame) => {
