@@ -53,10 +53,6 @@ impl Side {
 
 pub(crate) use imp::*;
 
-/// The default of `Application::handler_time_sampling`: one `on_message`
-/// in every 8 is timed.
-pub(crate) const DEFAULT_HANDLER_TIME_SAMPLING: u32 = 8;
-
 /// Bucket bounds, in seconds, for the `squall_handler_seconds` histogram
 /// that the `metrics` feature records: 10 µs to 10 s, about three per
 /// decade. (Defined with or without the feature, so that code setting up a
