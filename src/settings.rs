@@ -127,8 +127,8 @@ impl Default for Settings {
             input_limits: InputLimits::default(),
             max_connections_per_ip: None,
             trusted_proxies: std::sync::Arc::new([]),
-            // one in 8: the histogram's per-sample cost under 1 % of
-            // an echo (BENCHMARKS.md, "Metrics overhead")
+            // one in 8: the recorder's per-sample cost about 1 % of an
+            // echo (BENCHMARKS.md, "Metrics overhead")
             handler_time_sampling: 8,
         }
     }

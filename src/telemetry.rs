@@ -88,8 +88,8 @@ mod imp {
     use std::sync::{Arc, OnceLock};
 
     // The handler-time clock: the TSC through `quanta` costs about a fifth
-    // of a `clock_gettime` in a VM, and it is read twice per message. The
-    // raw counter is read and only the difference is scaled:
+    // of a `clock_gettime` in a VM, and it is read twice per timed message.
+    // The raw counter is read and only the difference is scaled:
     // `quanta::Instant::now` would look up a thread-local mock clock and a
     // global one, and scale, on every read.
     use quanta::Clock;
