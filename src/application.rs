@@ -363,6 +363,27 @@ impl Application {
         self
     }
 
+    /// Times `on_message` for the `squall_handler_seconds` histogram
+    /// (feature `metrics`) on one message in every `n` of each connection:
+    /// its first message, then message `n + 1`, `2n + 1`… Untimed messages
+    /// cost no clock read and no histogram sample. The choice does not
+    /// depend on how long a handler takes, so the histogram's quantiles and
+    /// mean stay unbiased, but its `_count` is the number of messages timed;
+    /// `squall_messages_received_total` counts every message. Default: 8;
+    /// 1 times every message (0 is taken as 1). Without the feature it has
+    /// no effect.
+    ///
+    /// ```
+    /// // every message timed: exact counts, at about 50 ns a message more
+    /// // with the Prometheus recorder
+    /// let app = squall::Application::new().handler_time_sampling(1);
+    /// # drop(app);
+    /// ```
+    pub fn handler_time_sampling(mut self, n: u32) -> Self {
+        self.settings.handler_time_sampling = n.max(1);
+        self
+    }
+
     /// How long a graceful shutdown waits for connections to finish their
     /// close handshakes and `on_close`. Default: 10 s.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {

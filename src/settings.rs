@@ -99,6 +99,8 @@ pub(crate) struct Settings {
     pub input_limits: InputLimits,
     pub max_connections_per_ip: Option<usize>,
     pub trusted_proxies: std::sync::Arc<[std::net::IpAddr]>,
+    /// One `on_message` in every this many is timed (feature `metrics`).
+    pub handler_time_sampling: u32,
 }
 
 impl Default for Settings {
@@ -125,6 +127,9 @@ impl Default for Settings {
             input_limits: InputLimits::default(),
             max_connections_per_ip: None,
             trusted_proxies: std::sync::Arc::new([]),
+            // one in 8: the recorder's per-sample cost about 1 % of an
+            // echo (BENCHMARKS.md, "Metrics overhead")
+            handler_time_sampling: 8,
         }
     }
 }

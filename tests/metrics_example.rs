@@ -115,11 +115,13 @@ async fn a_scrape_after_a_scripted_session_shows_exact_counts() {
         ("squall_received_bytes_total{route=\"/socket/\"}", 10.0),
         ("squall_messages_sent_total{route=\"/socket/\"}", 4.0),
         ("squall_sent_bytes_total{route=\"/socket/\"}", 10.0),
-        ("squall_handler_seconds_count{route=\"/socket/\"}", 4.0),
+        // Handler time is sampled (by default one message in 8, starting
+        // with the first): of these four messages, only the first is timed.
+        ("squall_handler_seconds_count{route=\"/socket/\"}", 1.0),
         // A histogram in the example's buckets, not a summary.
         (
             "squall_handler_seconds_bucket{le=\"+Inf\",route=\"/socket/\"}",
-            4.0,
+            1.0,
         ),
         (
             "squall_closes_total{code=\"1000\",route=\"/socket/\",side=\"client\"}",
@@ -153,6 +155,51 @@ async fn a_scrape_after_a_scripted_session_shows_exact_counts() {
         again.get("squall_messages_received_total{route=\"/socket/\"}"),
         Some(&4.0)
     );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn handler_time_sampling_times_the_first_message_then_one_in_n() {
+    let app = example::app(recorder())
+        .websocket("/sampled", || example::Echo)
+        .handler_time_sampling(4);
+    let server = TestServer::start(app).await;
+    let addr = server.addr();
+    let timed = "squall_handler_seconds_count{route=\"/sampled\"}";
+
+    // Nine messages on one connection: messages 1, 5 and 9 are timed.
+    let mut client = server.connect("/sampled").await;
+    for i in 0..9 {
+        let message = Message::from(format!("{i}"));
+        client.send(message.clone()).await.expect("send");
+        assert_eq!(client.recv().await, Some(message));
+    }
+    client.close(1000, "").await;
+    let metrics = scrape_until(
+        addr,
+        "squall_messages_received_total{route=\"/sampled\"}",
+        9.0,
+    )
+    .await;
+    assert_eq!(metrics.get(timed), Some(&3.0), "{metrics:#?}");
+    assert_eq!(
+        metrics.get("squall_handler_seconds_bucket{le=\"+Inf\",route=\"/sampled\"}"),
+        Some(&3.0)
+    );
+    assert!(metrics["squall_handler_seconds_sum{route=\"/sampled\"}"] > 0.0);
+
+    // The countdown is per connection: a new one times its first message.
+    let mut second = server.connect("/sampled").await;
+    second.send("again").await.expect("send");
+    assert_eq!(second.recv().await, Some(Message::from("again")));
+    second.close(1000, "").await;
+    let metrics = scrape_until(
+        addr,
+        "squall_messages_received_total{route=\"/sampled\"}",
+        10.0,
+    )
+    .await;
+    assert_eq!(metrics.get(timed), Some(&4.0), "{metrics:#?}");
     server.shutdown().await;
 }
 

@@ -11,6 +11,8 @@
 //! With `SQUALL_BENCH_NO_HISTOGRAM=1` in its environment it records every
 //! metric but `squall_handler_seconds` (filtered out), to tell what the
 //! recorder's per-sample work costs from what squall's own counting does.
+//! `SQUALL_BENCH_HANDLER_SAMPLING=N` sets `handler_time_sampling(N)` (one
+//! message in every N timed; default: squall's default).
 
 use std::time::Duration;
 
@@ -63,14 +65,20 @@ fn main() -> std::io::Result<()> {
                     upkeep.run_upkeep();
                 }
             });
-            Application::new()
-                .get("/metrics", move |_request| {
-                    let body = prometheus.render();
-                    async move { http::Response::new(body) }
-                })
-                .websocket("/", || Echo)
-                .websocket("/{*path}", || Echo)
-                .listen(addr)
-                .await
+            let mut app = Application::new();
+            if let Some(n) = std::env::var("SQUALL_BENCH_HANDLER_SAMPLING")
+                .ok()
+                .and_then(|n| n.parse().ok())
+            {
+                app = app.handler_time_sampling(n);
+            }
+            app.get("/metrics", move |_request| {
+                let body = prometheus.render();
+                async move { http::Response::new(body) }
+            })
+            .websocket("/", || Echo)
+            .websocket("/{*path}", || Echo)
+            .listen(addr)
+            .await
         })
 }

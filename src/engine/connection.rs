@@ -112,7 +112,7 @@ pub(crate) fn establish(
         peer_close: None,
         closing: None,
         limiter: RateLimiter::new(&settings.input_limits),
-        metrics: route.metrics.connection(),
+        metrics: route.metrics.connection(settings.handler_time_sampling),
     };
     let context = WebSocket::new(queue, request, subprotocol, env.hub.clone());
     (context, connection)
