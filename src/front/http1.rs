@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -18,7 +18,7 @@ use super::access_log::log_access;
 use super::head_rules::check_head;
 use crate::client_limits;
 use crate::engine::BoxFuture;
-use crate::handshake::{header_has_token, switching_protocols, Handshake, Via};
+use crate::handshake::{header_has_token, put_switching_protocols, Handshake, Via};
 use crate::request::RemoteAddr;
 use crate::response::text_response;
 use crate::router::{answer_page, Route};
@@ -90,11 +90,9 @@ pub(crate) async fn serve_connection(
             .await;
             return None;
         }
-        let keep_alive = wants_keep_alive(&request);
-
         let route = match app.router().at(request.uri().path()) {
             Some((route, params)) => {
-                request.extensions_mut().insert(params);
+                params.store_in(&mut request);
                 Some(route)
             }
             None => None,
@@ -128,20 +126,18 @@ pub(crate) async fn serve_connection(
                         return None;
                     }
                 };
-                let head = switching_protocols(&accepted.negotiated);
-                if write_within(timeout, stream.write_all(&head))
-                    .await
-                    .is_err()
-                {
+                // Only the bytes past the head are kept (usually none: no
+                // allocation); the buffer then holds the 101, and is freed
+                // rather than held for the connection's lifetime.
+                let leftover = Vec::from(&buf[..]);
+                buf.clear();
+                put_switching_protocols(&accepted.negotiated, &mut buf);
+                if write_within(timeout, stream.write_all(&buf)).await.is_err() {
                     tracing::debug!(%remote, "101 not written within the write timeout: dropped");
                     return None;
                 }
-                log_access(StatusCode::SWITCHING_PROTOCOLS, &request, started);
-                // Only the bytes past the head are kept; the head buffer
-                // itself is freed here rather than held for the connection's
-                // lifetime.
-                let leftover = Vec::from(&buf[..]);
                 drop(buf);
+                log_access(StatusCode::SWITCHING_PROTOCOLS, &request, started);
                 let env = app.env().clone();
                 let connection = accepted.into_connection(stream, leftover, request, env);
                 return Some(match slot {
@@ -153,6 +149,9 @@ pub(crate) async fn serve_connection(
                 });
             }
         };
+        // Decided here, past the WebSocket branch, which never keeps the
+        // HTTP connection.
+        let keep_alive = wants_keep_alive(&request);
         if !respond(
             &mut stream,
             &request,
@@ -255,14 +254,29 @@ pub(crate) fn parse_head(
     if len > max_size {
         return Err(HeadError::TooLarge);
     }
+    // The head is copied once, and the URI and every header value are
+    // slices of that copy: one allocation for the head instead of one per
+    // value. The copy lives as long as the request (a WebSocket keeps it for
+    // `ws.request()`); the read buffer, larger, does not.
+    let head = Bytes::copy_from_slice(&buf[..len]);
+    let base = buf.as_ptr() as usize;
+    let shared = |part: &[u8]| match part.len() {
+        0 => Bytes::new(),
+        n => {
+            // httparse's slices point into `buf[..len]`: same offsets in `head`.
+            let start = part.as_ptr() as usize - base;
+            head.slice(start..start + n)
+        }
+    };
     let mut request = Request::new(());
     *request.method_mut() = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
         .map_err(|_| HeadError::Malformed)?;
-    *request.uri_mut() = parsed
-        .path
-        .unwrap_or_default()
-        .parse()
-        .map_err(|_| HeadError::Malformed)?;
+    let path = parsed.path.unwrap_or_default().as_bytes();
+    *request.uri_mut() = match path {
+        // The usual path needs no slice (`Uri` has a static `/`).
+        b"/" => http::Uri::from_static("/"),
+        _ => http::Uri::from_maybe_shared(shared(path)).map_err(|_| HeadError::Malformed)?,
+    };
     *request.version_mut() = match parsed.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
@@ -272,13 +286,14 @@ pub(crate) fn parse_head(
     for h in parsed.headers.iter() {
         let name =
             header::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError::Malformed)?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| HeadError::Malformed)?;
+        let value =
+            HeaderValue::from_maybe_shared(shared(h.value)).map_err(|_| HeadError::Malformed)?;
         map.append(name, value);
     }
     if request.uri().path().is_empty() || !request.uri().path().starts_with('/') {
         return Err(HeadError::Malformed);
     }
-    let _ = buf.split_to(len);
+    buf.advance(len);
     Ok(Some(request))
 }
 

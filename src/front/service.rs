@@ -159,7 +159,7 @@ async fn respond(
         log_access(response.status(), &request, started);
         return into_full(response, &request);
     };
-    request.extensions_mut().insert(params);
+    params.store_in(&mut request);
     let endpoint = match route {
         Route::Page(page) => {
             let response = answer_page(page, &request).await;
