@@ -23,6 +23,7 @@ use crate::engine::{self, Agreements, BoxFuture, Env};
 use crate::handler::WebSocketHandler;
 use crate::request::TrustedOrigins;
 use crate::response::text_response;
+use crate::settings::Settings;
 use crate::stream::Stream;
 use crate::telemetry::RouteTelemetry;
 
@@ -64,7 +65,7 @@ where
         Box::pin(handshake(
             (self.factory)(),
             request,
-            env.clone(),
+            env.settings.clone(),
             via,
             self.route.clone(),
         ))
@@ -98,7 +99,7 @@ impl Accepted {
         stream: Stream,
         read_ahead: Vec<u8>,
         request: http::Request<()>,
-        env: Env,
+        env: &Env,
     ) -> BoxFuture<()> {
         let Negotiated {
             subprotocol,
@@ -127,7 +128,7 @@ trait Launch: Send {
         read_ahead: Vec<u8>,
         request: http::Request<()>,
         agreements: Agreements,
-        env: Env,
+        env: &Env,
         route: Arc<RouteTelemetry>,
     ) -> BoxFuture<()>;
 }
@@ -139,13 +140,13 @@ impl<H: WebSocketHandler> Launch for H {
         read_ahead: Vec<u8>,
         request: http::Request<()>,
         agreements: Agreements,
-        env: Env,
+        env: &Env,
         route: Arc<RouteTelemetry>,
     ) -> BoxFuture<()> {
         // Set up here, not inside the future: its arguments would stay in
         // the future's memory for the life of the connection.
         let (context, connection) =
-            engine::establish(stream, read_ahead, request, agreements, &env, &route);
+            engine::establish(stream, read_ahead, request, agreements, env, &route);
         Box::pin(engine::run(*self, context, connection, &route.path))
     }
 }
@@ -155,11 +156,10 @@ impl<H: WebSocketHandler> Launch for H {
 async fn handshake<H: WebSocketHandler>(
     mut handler: H,
     mut request: http::Request<()>,
-    env: Env,
+    settings: Arc<Settings>,
     via: Via,
     route: Arc<RouteTelemetry>,
 ) -> Handshake {
-    let settings = &env.settings;
     TrustedOrigins::store_in(&settings.trusted_origins, &mut request);
     let prepared = {
         let mut prepare = pin!(AssertUnwindSafe(handler.prepare(&mut request)).catch_unwind());

@@ -138,8 +138,7 @@ pub(crate) async fn serve_connection(
                 }
                 drop(buf);
                 log_access(StatusCode::SWITCHING_PROTOCOLS, &request, started);
-                let env = app.env().clone();
-                let connection = accepted.into_connection(stream, leftover, request, env);
+                let connection = accepted.into_connection(stream, leftover, request, app.env());
                 return Some(match slot {
                     Some(slot) => Box::pin(async move {
                         let _slot = slot;
