@@ -433,11 +433,12 @@ pub(crate) fn put_switching_protocols(accepted: &Negotiated, out: &mut impl BufM
 pub(crate) fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     // On bytes: a token is ASCII, so a value need not be checked as text
     // first.
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    headers.get_all(name).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
 }
 
 /// A key is 16 random bytes in base64: 24 characters ending in `==`.
