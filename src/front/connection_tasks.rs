@@ -36,6 +36,9 @@ struct Shared {
 struct Slots {
     table: Vec<Slot>,
     free: Vec<usize>,
+    /// Someone waits in `all_ended` (only a shutting-down loop does): only
+    /// then does the last task to end notify.
+    awaited: bool,
 }
 
 enum Slot {
@@ -96,8 +99,12 @@ impl ConnectionTasks {
     pub async fn all_ended(&self) {
         loop {
             let ended = self.shared.all_ended.notified();
-            if self.lock().is_empty() {
-                return;
+            {
+                let mut slots = self.lock();
+                if slots.is_empty() {
+                    return;
+                }
+                slots.awaited = true;
             }
             ended.await;
         }
@@ -129,7 +136,8 @@ impl Slots {
         }
     }
 
-    /// Frees slot `index`; `true` if no slot is taken any more.
+    /// Frees slot `index`; `true` if no slot is taken any more and
+    /// someone waits for that.
     fn free(&mut self, index: usize) -> bool {
         if let Some(slot) = self.table.get_mut(index) {
             if !matches!(slot, Slot::Free) {
@@ -137,7 +145,7 @@ impl Slots {
                 self.free.push(index);
             }
         }
-        self.is_empty()
+        self.awaited && self.is_empty()
     }
 
     fn is_empty(&self) -> bool {
@@ -171,12 +179,15 @@ mod tests {
         assert!(slots.is_empty());
         assert_eq!(slots.take(), 0);
         assert_eq!(slots.take(), 1);
-        assert!(!slots.free(0));
-        assert!(!slots.free(0), "a slot is freed once");
+        slots.free(0);
+        slots.free(0);
+        assert_eq!(slots.free.len(), 1, "a slot is freed once");
         assert_eq!(slots.take(), 0);
         assert_eq!(slots.take(), 2);
         assert!(!slots.free(0));
+        slots.awaited = true;
         assert!(!slots.free(1));
-        assert!(slots.free(2));
+        assert!(slots.free(2), "the last one tells the waiter");
+        assert!(slots.is_empty());
     }
 }
