@@ -244,7 +244,8 @@ pub(crate) fn parse_head(
 ) -> Result<Option<Request<()>>, HeadError> {
     // Left uninitialised: httparse writes the ones it fills, and zeroing
     // 64 headers (2 KiB) cost more than parsing a usual head.
-    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match parsed.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,

@@ -135,11 +135,13 @@ where
     let limit = app.connection_limit().clone();
     let tasks = ConnectionTasks::default();
     let mut backoff = Duration::from_millis(5);
-    let shutdown = app.shutdown_token().clone();
+    // Made once: a wait made afresh in every turn would join and leave the
+    // token's list of waiters (a lock each) for every connection accepted.
+    let mut stopping = std::pin::pin!(app.shutdown_token().cancelled());
     loop {
         tokio::select! {
             biased;
-            () = shutdown.cancelled() => break,
+            () = &mut stopping => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, remote)) => {
                     backoff = Duration::from_millis(5);
