@@ -13,6 +13,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt as _;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -44,149 +45,166 @@ pub(crate) enum HeadError {
 
 /// Serves one accepted connection until it closes, upgrades, or the server
 /// shuts down. An upgraded connection is returned, to be run once this
-/// (much larger) future is gone.
-pub(crate) async fn serve_connection(
+/// (larger) future is gone.
+///
+/// The future is boxed once per connection, so its size counts (1 144
+/// bytes, was 1 992): a plain function returning an `async move` block (an
+/// `async fn` would keep its arguments next to the locals they are moved
+/// into), responses encoded before their write is awaited (`respond`,
+/// `write_response`), a write's timer boxed only when the write waits
+/// (`write_within`), and one request-sized slot, not two.
+#[allow(clippy::manual_async_fn)] // on purpose, as said above
+pub(crate) fn serve_connection(
     mut stream: Stream,
     remote: SocketAddr,
     app: Runtime,
-) -> Option<BoxFuture<()>> {
-    let settings = app.settings();
-    let timeout = settings.write_timeout;
-    let mut buf = BytesMut::with_capacity(2048);
-    // One request at a time: the next head is not read (nor a pipelined one
-    // parsed) before the response to this one is written out in full, so a
-    // client that stops reading stops the server reading too, and its
-    // connection ends when the write timeout passes.
-    loop {
-        let head = tokio::select! {
-            head = read_head(&mut stream, &mut buf, settings.max_head_size, settings.head_timeout) => head,
-            () = app.shutdown_token().cancelled() => return None,
-        };
-        let started = Instant::now();
-        let mut request = match head {
-            Ok(Some(request)) => request,
-            Ok(None) | Err(HeadError::Gone) => return None,
-            Err(error) => {
-                let status = match error {
-                    HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    _ => StatusCode::BAD_REQUEST,
-                };
-                let response = text_response(status, status.canonical_reason().unwrap_or(""));
-                let _ = write_response(&mut stream, response, false, false, timeout).await;
-                tracing::info!(target: "squall::access", "{} - - ({}) bad request head", status.as_u16(), remote.ip());
+) -> impl Future<Output = Option<BoxFuture<()>>> + Send {
+    async move {
+        let settings = app.settings();
+        let timeout = settings.write_timeout;
+        let mut buf = BytesMut::with_capacity(2048);
+        // One request at a time: the next head is not read (nor a pipelined one
+        // parsed) before the response to this one is written out in full, so a
+        // client that stops reading stops the server reading too, and its
+        // connection ends when the write timeout passes.
+        loop {
+            let mut request = match tokio::select! {
+                head = read_head(&mut stream, &mut buf, settings.max_head_size, settings.head_timeout) => head,
+                () = app.shutdown_token().cancelled() => return None,
+            } {
+                Ok(Some(request)) => request,
+                Ok(None) | Err(HeadError::Gone) => return None,
+                Err(error) => {
+                    let status = match error {
+                        HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        _ => StatusCode::BAD_REQUEST,
+                    };
+                    let response = text_response(status, status.canonical_reason().unwrap_or(""));
+                    let _ = write_response(&mut stream, response, false, false, timeout).await;
+                    tracing::info!(target: "squall::access", "{} - - ({}) bad request head", status.as_u16(), remote.ip());
+                    return None;
+                }
+            };
+            let started = Instant::now();
+            // Behind a trusted proxy, the client is the address it forwarded.
+            let client =
+                crate::forwarded::client_addr(remote, request.headers(), &settings.trusted_proxies);
+            request.extensions_mut().insert(RemoteAddr(client));
+            if let Err(rule) = check_head(&request) {
+                respond(
+                    &mut stream,
+                    &request,
+                    rule.response(),
+                    false,
+                    started,
+                    timeout,
+                )
+                .await;
                 return None;
             }
-        };
-        // Behind a trusted proxy, the client is the address it forwarded.
-        let client =
-            crate::forwarded::client_addr(remote, request.headers(), &settings.trusted_proxies);
-        request.extensions_mut().insert(RemoteAddr(client));
-        if let Err(rule) = check_head(&request) {
-            respond(
-                &mut stream,
-                &request,
-                rule.response(),
-                false,
-                started,
-                timeout,
-            )
-            .await;
-            return None;
-        }
-        let route = match app.router().at(request.uri().path()) {
-            Some((route, params)) => {
-                params.store_in(&mut request);
-                Some(route)
-            }
-            None => None,
-        };
-        let response = match route {
-            None => text_response(StatusCode::NOT_FOUND, "Not Found"),
-            Some(Route::Page(page)) => answer_page(page, &request).await,
-            Some(Route::WebSocket(endpoint)) => {
-                // The per-address slot is taken before `prepare` runs, and
-                // travels with the connection (freed however it ends).
-                let slot = match app.client_limits() {
-                    Some(limits) => match limits.try_acquire(client.ip()) {
-                        Some(slot) => Some(slot),
-                        None => {
-                            tracing::warn!(client = %client.ip(), "connections per address reached: 429");
-                            crate::telemetry::connection_refused("max_connections_per_ip");
-                            endpoint.telemetry().metrics.handshake(429);
-                            let response = client_limits::refusal();
+            let route = match app.router().at(request.uri().path()) {
+                Some((route, params)) => {
+                    params.store_in(&mut request);
+                    Some(route)
+                }
+                None => None,
+            };
+            let response = match route {
+                None => text_response(StatusCode::NOT_FOUND, "Not Found"),
+                Some(Route::Page(page)) => answer_page(page, &request).await,
+                Some(Route::WebSocket(endpoint)) => {
+                    // The per-address slot is taken before `prepare` runs, and
+                    // travels with the connection (freed however it ends).
+                    let slot = match app.client_limits() {
+                        Some(limits) => match limits.try_acquire(client.ip()) {
+                            Some(slot) => Some(slot),
+                            None => {
+                                tracing::warn!(client = %client.ip(), "connections per address reached: 429");
+                                crate::telemetry::connection_refused("max_connections_per_ip");
+                                endpoint.telemetry().metrics.handshake(429);
+                                let response = client_limits::refusal();
+                                respond(&mut stream, &request, response, false, started, timeout)
+                                    .await;
+                                return None;
+                            }
+                        },
+                        None => None,
+                    };
+                    // The request comes back into the same binding: a new
+                    // one would be a second request-sized slot in this
+                    // future.
+                    let outcome;
+                    Handshake { request, outcome } =
+                        endpoint.handshake(request, app.env(), Via::Http1).await;
+                    let accepted = match outcome {
+                        Ok(accepted) => accepted,
+                        Err(response) => {
                             respond(&mut stream, &request, response, false, started, timeout).await;
                             return None;
                         }
-                    },
-                    None => None,
-                };
-                let Handshake { request, outcome } =
-                    endpoint.handshake(request, app.env(), Via::Http1).await;
-                let accepted = match outcome {
-                    Ok(accepted) => accepted,
-                    Err(response) => {
-                        respond(&mut stream, &request, response, false, started, timeout).await;
+                    };
+                    // Only the bytes past the head are kept (usually none: no
+                    // allocation); the buffer then holds the 101, and is freed
+                    // rather than held for the connection's lifetime.
+                    let leftover = Vec::from(&buf[..]);
+                    buf.clear();
+                    put_switching_protocols(&accepted.negotiated, &mut buf);
+                    if write_within(timeout, stream.write_all(&buf)).await.is_err() {
+                        tracing::debug!(%remote, "101 not written within the write timeout: dropped");
                         return None;
                     }
-                };
-                // Only the bytes past the head are kept (usually none: no
-                // allocation); the buffer then holds the 101, and is freed
-                // rather than held for the connection's lifetime.
-                let leftover = Vec::from(&buf[..]);
-                buf.clear();
-                put_switching_protocols(&accepted.negotiated, &mut buf);
-                if write_within(timeout, stream.write_all(&buf)).await.is_err() {
-                    tracing::debug!(%remote, "101 not written within the write timeout: dropped");
-                    return None;
+                    drop(buf);
+                    log_access(StatusCode::SWITCHING_PROTOCOLS, &request, started);
+                    let connection = accepted.into_connection(stream, leftover, request, app.env());
+                    return Some(match slot {
+                        Some(slot) => Box::pin(async move {
+                            let _slot = slot;
+                            connection.await;
+                        }),
+                        None => connection,
+                    });
                 }
-                drop(buf);
-                log_access(StatusCode::SWITCHING_PROTOCOLS, &request, started);
-                let connection = accepted.into_connection(stream, leftover, request, app.env());
-                return Some(match slot {
-                    Some(slot) => Box::pin(async move {
-                        let _slot = slot;
-                        connection.await;
-                    }),
-                    None => connection,
-                });
+            };
+            // Decided here, past the WebSocket branch, which never keeps the
+            // HTTP connection.
+            let keep_alive = wants_keep_alive(&request);
+            if !respond(
+                &mut stream,
+                &request,
+                response,
+                keep_alive,
+                started,
+                timeout,
+            )
+            .await
+            {
+                return None;
             }
-        };
-        // Decided here, past the WebSocket branch, which never keeps the
-        // HTTP connection.
-        let keep_alive = wants_keep_alive(&request);
-        if !respond(
-            &mut stream,
-            &request,
-            response,
-            keep_alive,
-            started,
-            timeout,
-        )
-        .await
-        {
-            return None;
         }
     }
 }
 
 /// Writes a response and logs it; `false` when the connection is done (not
 /// kept alive, or the write failed or timed out).
-async fn respond(
-    stream: &mut Stream,
-    request: &Request<()>,
+fn respond<'a>(
+    stream: &'a mut Stream,
+    request: &'a Request<()>,
     response: Response<Bytes>,
     keep_alive: bool,
     started: Instant,
     timeout: Duration,
-) -> bool {
+) -> impl Future<Output = bool> + Send + 'a {
     let status = response.status();
     let head_only = request.method() == Method::HEAD;
-    let written = write_response(stream, response, head_only, keep_alive, timeout).await;
-    log_access(status, request, started);
-    if let Err(error) = &written {
-        tracing::debug!(%error, "response not written: connection dropped");
-    }
-    written.is_ok() && keep_alive
+    // A map, not an `async move` block: the block would keep the write's
+    // future twice (captured, and moved into its await).
+    write_response(stream, response, head_only, keep_alive, timeout).map(move |written| {
+        log_access(status, request, started);
+        if let Err(error) = &written {
+            tracing::debug!(%error, "response not written: connection dropped");
+        }
+        written.is_ok() && keep_alive
+    })
 }
 
 /// Keep-alive unless the client asked to close, spoke HTTP/1.0 without
@@ -305,15 +323,16 @@ pub(crate) fn parse_head(
 /// Writes a response with `Content-Length` (and the body unless
 /// `head_only`), all of it within `timeout`: a peer that stops reading gets
 /// `TimedOut` and its connection is dropped.
-pub(crate) async fn write_response(
+pub(crate) fn write_response(
     stream: &mut Stream,
     response: Response<Bytes>,
     head_only: bool,
     keep_alive: bool,
     timeout: Duration,
-) -> std::io::Result<()> {
+) -> impl Future<Output = std::io::Result<()>> + Send + '_ {
+    // Encoded now: the future keeps the bytes, not the response.
     let out = encode_response(response, head_only, keep_alive);
-    write_within(timeout, async {
+    write_within(timeout, async move {
         stream.write_all(&out).await?;
         stream.flush().await?;
         if !keep_alive {
@@ -321,7 +340,6 @@ pub(crate) async fn write_response(
         }
         Ok(())
     })
-    .await
 }
 
 /// Runs a write, failing with `TimedOut` if it has not finished within
@@ -336,9 +354,19 @@ async fn write_within(
     if let Poll::Ready(written) = poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
         return written;
     }
-    tokio::time::timeout(timeout, write)
-        .await
-        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+    // A slow peer: now the timer, boxed, so that this future (part of every
+    // connection's HTTP phase) does not carry one inline.
+    let mut deadline = Box::pin(tokio::time::sleep(timeout));
+    poll_fn(|cx| {
+        if let Poll::Ready(written) = write.as_mut().poll(cx) {
+            return Poll::Ready(written);
+        }
+        deadline
+            .as_mut()
+            .poll(cx)
+            .map(|()| Err(std::io::ErrorKind::TimedOut.into()))
+    })
+    .await
 }
 
 /// The bytes of a response with `Content-Length` (and the body unless
