@@ -1085,6 +1085,14 @@ async fn run_timed(a: Rc<Args>, t: Rc<Target>, result: &mut Map<String, Value>) 
             "server_cpu_us_per_handshake".into(),
             json!(srv_cpu.map(&per_op).filter(|x| x.is_finite())),
         );
+        // User space and kernel apart: the handshake cycle is mostly system
+        // calls, so the split says where a difference in CPU comes from.
+        if let (Some(c0), Some(c1)) = (s0.server_counters, s1.server_counters) {
+            let c = c1.since(c0);
+            let per = |x: u64| f(per_op(x));
+            result.insert("server_user_us_per_handshake".into(), per(c.user_us));
+            result.insert("server_sys_us_per_handshake".into(), per(c.sys_us));
+        }
         println!("  {:.0} handshakes/s  ({} completed)", rate, st.ops);
         println!("  cycle (connect+handshake+close) p50 {p50:.1} us  p99 {p99:.1} us");
     }

@@ -99,10 +99,8 @@ pub fn request_head(data: &[u8]) -> Vec<u8> {
     let Some((route, params)) = app.router().at(request.uri().path()) else {
         return encode_response(text_response(StatusCode::NOT_FOUND, ""), false, false);
     };
-    request.extensions_mut().insert(params);
-    request
-        .extensions_mut()
-        .insert(TrustedOrigins(app.settings().trusted_origins.clone()));
+    params.store_in(&mut request);
+    TrustedOrigins::store_in(&app.settings().trusted_origins, &mut request);
     match route {
         Route::Page(_) => encode_response(
             text_response(StatusCode::OK, Bytes::new()),

@@ -8,10 +8,13 @@
 //! response its own way and then hands the upgraded stream to
 //! [`Accepted::into_connection`], which starts the engine.
 
+use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use futures_util::FutureExt;
 use http::{header, HeaderMap, Method, Response, StatusCode};
 
@@ -20,6 +23,7 @@ use crate::engine::{self, Agreements, BoxFuture, Env};
 use crate::handler::WebSocketHandler;
 use crate::request::TrustedOrigins;
 use crate::response::text_response;
+use crate::settings::Settings;
 use crate::stream::Stream;
 use crate::telemetry::RouteTelemetry;
 
@@ -61,7 +65,7 @@ where
         Box::pin(handshake(
             (self.factory)(),
             request,
-            env.clone(),
+            env.settings.clone(),
             via,
             self.route.clone(),
         ))
@@ -95,7 +99,7 @@ impl Accepted {
         stream: Stream,
         read_ahead: Vec<u8>,
         request: http::Request<()>,
-        env: Env,
+        env: &Env,
     ) -> BoxFuture<()> {
         let Negotiated {
             subprotocol,
@@ -124,7 +128,7 @@ trait Launch: Send {
         read_ahead: Vec<u8>,
         request: http::Request<()>,
         agreements: Agreements,
-        env: Env,
+        env: &Env,
         route: Arc<RouteTelemetry>,
     ) -> BoxFuture<()>;
 }
@@ -136,13 +140,13 @@ impl<H: WebSocketHandler> Launch for H {
         read_ahead: Vec<u8>,
         request: http::Request<()>,
         agreements: Agreements,
-        env: Env,
+        env: &Env,
         route: Arc<RouteTelemetry>,
     ) -> BoxFuture<()> {
         // Set up here, not inside the future: its arguments would stay in
         // the future's memory for the life of the connection.
         let (context, connection) =
-            engine::establish(stream, read_ahead, request, agreements, &env, &route);
+            engine::establish(stream, read_ahead, request, agreements, env, &route);
         Box::pin(engine::run(*self, context, connection, &route.path))
     }
 }
@@ -152,19 +156,20 @@ impl<H: WebSocketHandler> Launch for H {
 async fn handshake<H: WebSocketHandler>(
     mut handler: H,
     mut request: http::Request<()>,
-    env: Env,
+    settings: Arc<Settings>,
     via: Via,
     route: Arc<RouteTelemetry>,
 ) -> Handshake {
-    let settings = &env.settings;
-    request
-        .extensions_mut()
-        .insert(TrustedOrigins(settings.trusted_origins.clone()));
-    let prepared = tokio::time::timeout(
-        settings.prepare_timeout,
-        AssertUnwindSafe(handler.prepare(&mut request)).catch_unwind(),
-    )
-    .await;
+    TrustedOrigins::store_in(&settings.trusted_origins, &mut request);
+    let prepared = {
+        let mut prepare = pin!(AssertUnwindSafe(handler.prepare(&mut request)).catch_unwind());
+        // Polled once before the timeout is armed: a `prepare` that does
+        // not wait (the default) costs no timer and no clock read.
+        match poll_fn(|cx| Poll::Ready(prepare.as_mut().poll(cx))).await {
+            Poll::Ready(prepared) => Ok(prepared),
+            Poll::Pending => tokio::time::timeout(settings.prepare_timeout, prepare).await,
+        }
+    };
     let refusal = match prepared {
         Ok(Ok(Ok(()))) => None,
         Ok(Ok(Err(response))) => {
@@ -390,12 +395,21 @@ pub(crate) fn negotiate<H: WebSocketHandler>(
 }
 
 /// The `101 Switching Protocols` response head (HTTP/1.1).
+#[cfg(feature = "fuzzing")]
 pub(crate) fn switching_protocols(accepted: &Negotiated) -> Vec<u8> {
     let mut head = Vec::with_capacity(160);
-    head.extend_from_slice(
+    put_switching_protocols(accepted, &mut head);
+    head
+}
+
+/// Appends the `101 Switching Protocols` response head to `out` (the
+/// standalone front writes it into the buffer it read the request into:
+/// no allocation per handshake).
+pub(crate) fn put_switching_protocols(accepted: &Negotiated, out: &mut impl BufMut) {
+    out.put_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
-    head.extend_from_slice(
+    out.put_slice(
         accepted
             .accept_key
             .as_deref()
@@ -403,16 +417,15 @@ pub(crate) fn switching_protocols(accepted: &Negotiated) -> Vec<u8> {
             .as_bytes(),
     );
     if let Some(protocol) = &accepted.subprotocol {
-        head.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
-        head.extend_from_slice(protocol.as_bytes());
+        out.put_slice(b"\r\nSec-WebSocket-Protocol: ");
+        out.put_slice(protocol.as_bytes());
     }
     if let Some(agreed) = &accepted.deflate {
         let extension = &agreed.1;
-        head.extend_from_slice(b"\r\nSec-WebSocket-Extensions: ");
-        head.extend_from_slice(extension.as_bytes());
+        out.put_slice(b"\r\nSec-WebSocket-Extensions: ");
+        out.put_slice(extension.as_bytes());
     }
-    head.extend_from_slice(b"\r\n\r\n");
-    head
+    out.put_slice(b"\r\n\r\n");
 }
 
 /// Whether a comma-separated header holds `token` (case-insensitive):
@@ -420,11 +433,12 @@ pub(crate) fn switching_protocols(accepted: &Negotiated) -> Vec<u8> {
 pub(crate) fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     // On bytes: a token is ASCII, so a value need not be checked as text
     // first.
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    headers.get_all(name).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
 }
 
 /// A key is 16 random bytes in base64: 24 characters ending in `==`.

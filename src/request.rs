@@ -10,11 +10,21 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 
 /// Path parameters captured by a route such as `/chat/{room}`, stored in the
-/// request's extensions.
+/// request's extensions when the route captured any (a route without
+/// parameters stores none: [`RequestExt::path_param`] reads `None` either
+/// way).
 #[derive(Clone, Debug, Default)]
 pub struct PathParams(pub(crate) Vec<(String, String)>);
 
 impl PathParams {
+    /// Stores these parameters in `request`'s extensions, unless there are
+    /// none: the insert costs an allocation per request.
+    pub(crate) fn store_in(self, request: &mut http::Request<()>) {
+        if !self.0.is_empty() {
+            request.extensions_mut().insert(self);
+        }
+    }
+
     /// The value of the parameter `name`, if the route captured it.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
@@ -102,11 +112,23 @@ impl RequestExt for http::Request<()> {
 /// The origins that the default
 /// [`WebSocketHandler::check_origin`](crate::WebSocketHandler::check_origin) accepts,
 /// from [`Application::trusted_origins`](crate::Application::trusted_origins).
-/// squall stores them in each upgrade request's extensions.
+/// squall stores them in each upgrade request's extensions when any are set
+/// (with none set, the request has no `TrustedOrigins`, which the default
+/// `check_origin` reads as the empty list it is).
 #[derive(Clone, Debug, Default)]
 pub struct TrustedOrigins(pub(crate) std::sync::Arc<[String]>);
 
 impl TrustedOrigins {
+    /// Stores `origins` in `request`'s extensions, unless the list is empty:
+    /// the insert costs an allocation per upgrade.
+    pub(crate) fn store_in(origins: &std::sync::Arc<[String]>, request: &mut http::Request<()>) {
+        if !origins.is_empty() {
+            request
+                .extensions_mut()
+                .insert(TrustedOrigins(origins.clone()));
+        }
+    }
+
     /// Whether `origin` is listed (compared ASCII case-insensitively).
     pub fn contains(&self, origin: &str) -> bool {
         self.0

@@ -77,13 +77,9 @@ impl SendQueue {
     /// A queue bounded by `max_messages` and `max_bytes`.
     pub fn new(max_messages: usize, max_bytes: usize, overflow: OverflowPolicy) -> Self {
         SendQueue {
-            // Room for one message from the start: most connections rarely
-            // hold more, and a first push into an empty deque would
-            // allocate room for four, kept for the connection's life.
-            items: Mutex::new(Items {
-                queue: VecDeque::with_capacity(1),
-                ..Items::default()
-            }),
+            // No room until the first push (`push` reserves it): a
+            // connection that never sends allocates nothing here.
+            items: Mutex::new(Items::default()),
             task: AtomicWaker::new(),
             capacity: Capacity::new(max_messages, max_bytes),
             closing: AtomicBool::new(false),
@@ -188,6 +184,12 @@ impl SendQueue {
             drop(items);
             self.capacity.give_back(charge);
             return Err(WriteError::Closed);
+        }
+        if items.queue.capacity() == 0 {
+            // Room for one message: most connections rarely hold more, and
+            // a first push into an empty deque would allocate room for
+            // four, kept for the connection's life.
+            items.queue.reserve_exact(1);
         }
         items.queue.push_back(Outbound { message, charge });
         drop(items);

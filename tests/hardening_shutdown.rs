@@ -111,10 +111,11 @@ async fn thousand_connections_get_their_queue_then_1001() {
 }
 
 /// A client that never answers the close frame cannot hold the shutdown past
-/// its deadline.
+/// its deadline: its connection is aborted there (its handler dropped
+/// without `on_close`).
 #[tokio::test]
 async fn shutdown_returns_by_the_deadline() {
-    let (app, mut senders_rx, _closed) = tracked(
+    let (app, mut senders_rx, mut closed) = tracked(
         Application::new()
             .shutdown_timeout(Duration::from_millis(300))
             .websocket_close_timeout(Duration::from_secs(60)),
@@ -133,6 +134,10 @@ async fn shutdown_returns_by_the_deadline() {
         .unwrap();
     let took = started.elapsed();
     assert!(took < Duration::from_secs(5), "took {took:?}");
+    // Still waiting for the close (its timeout is a minute) when aborted:
+    // every handler is gone, none ran on_close, so the channel just ends.
+    within("stopped", handle.stopped()).await;
+    assert_eq!(within("the aborted handler", closed.recv()).await, None);
 }
 
 /// The echo example shuts down gracefully on SIGTERM: its client gets 1001

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use std::future::Future;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tungstenite::error::Error as WsError;
 
 use crate::deflate::inflate::InflateError;
@@ -25,17 +25,17 @@ pub(crate) enum Phase {
     Draining {
         code: u16,
         reason: Utf8Bytes,
-        deadline: Pin<Box<Sleep>>,
+        deadline: Deadline,
     },
     /// Our close frame is out (or the peer's arrived and ours echoes it);
     /// waiting for the end of the close handshake.
     Closing {
-        deadline: Pin<Box<Sleep>>,
+        deadline: Deadline,
     },
     /// The peer broke the protocol: our close frame is being flushed; the
     /// rest of what the peer sends is not parsed any more.
     Failing {
-        deadline: Pin<Box<Sleep>>,
+        deadline: Deadline,
     },
     /// Our close frame is out after a protocol error: the write side is shut
     /// down and whatever the peer still sends is read and discarded until it
@@ -45,13 +45,49 @@ pub(crate) enum Phase {
     /// writing an oversized message would then see 1006, not 1009).
     Lingering {
         shut_down: bool,
-        deadline: Pin<Box<Sleep>>,
+        deadline: Deadline,
     },
     Closed,
 }
 
-fn deadline(timeout: Duration) -> Pin<Box<Sleep>> {
-    Box::pin(tokio::time::sleep(timeout))
+/// A closing phase's deadline: the instant, and its timer once the
+/// connection waits for it. A close handshake that completes while the task
+/// keeps running (the usual one) never makes the timer: no allocation, no
+/// registration with the runtime's timer wheel.
+pub(crate) struct Deadline {
+    at: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+fn deadline(timeout: Duration) -> Deadline {
+    let now = Instant::now();
+    Deadline {
+        // As tokio's `sleep` does for a timeout too large to add: far away.
+        at: now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30)),
+        timer: None,
+    }
+}
+
+impl Deadline {
+    /// Ready once the deadline has passed. With `again` (the task runs again
+    /// at once) only the clock is read; otherwise the timer is made if need
+    /// be and registered for a wake-up.
+    fn poll(&mut self, cx: &mut Context<'_>, again: bool) -> Poll<()> {
+        if again {
+            return if self.at <= Instant::now() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            };
+        }
+        let at = self.at;
+        self.timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)))
+            .as_mut()
+            .poll(cx)
+    }
 }
 
 impl Phase {
@@ -174,23 +210,16 @@ impl Phase {
 
     /// Ready when the deadline of a closing phase has passed. With `again`
     /// (the task has woken itself and runs again at once) the deadline is
-    /// only compared with the clock: its timer is registered (which costs a
-    /// wake-up of the runtime's driver) only when the connection actually
-    /// waits, so a close handshake that completes at once never arms it.
+    /// only compared with the clock: its timer is made and registered
+    /// (which costs an allocation and a wake-up of the runtime's driver)
+    /// only when the connection actually waits, so a close handshake that
+    /// completes at once never arms it.
     pub fn poll_deadline(&mut self, cx: &mut Context<'_>, again: bool) -> Poll<()> {
         match self {
             Phase::Draining { deadline, .. }
             | Phase::Closing { deadline }
             | Phase::Failing { deadline }
-            | Phase::Lingering { deadline, .. } => {
-                if !again {
-                    deadline.as_mut().poll(cx)
-                } else if deadline.deadline() <= tokio::time::Instant::now() {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            }
+            | Phase::Lingering { deadline, .. } => deadline.poll(cx, again),
             Phase::Open | Phase::Closed => Poll::Pending,
         }
     }

@@ -46,6 +46,16 @@ pub(crate) fn run<H: WebSocketHandler>(
         route,
         client = %ws.remote_addr(),
     );
+    // A span no subscriber wants is swapped for `Span::none()`, which the
+    // connection then enters and leaves for free on every poll: a disabled
+    // span still carries its metadata, and with `tracing`'s `log` feature
+    // on (another crate may turn it on) each enter and exit asks the `log`
+    // crate whether to print it.
+    let span = if span.is_disabled() {
+        tracing::Span::none()
+    } else {
+        span
+    };
     drive(handler, ws, io).instrument(span)
 }
 

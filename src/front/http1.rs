@@ -6,10 +6,14 @@
 //! and the connection closed, so the next request can never be read out of
 //! the middle of a body.
 
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt as _;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -18,7 +22,7 @@ use super::access_log::log_access;
 use super::head_rules::check_head;
 use crate::client_limits;
 use crate::engine::BoxFuture;
-use crate::handshake::{header_has_token, switching_protocols, Handshake, Via};
+use crate::handshake::{header_has_token, put_switching_protocols, Handshake, Via};
 use crate::request::RemoteAddr;
 use crate::response::text_response;
 use crate::router::{answer_page, Route};
@@ -41,151 +45,166 @@ pub(crate) enum HeadError {
 
 /// Serves one accepted connection until it closes, upgrades, or the server
 /// shuts down. An upgraded connection is returned, to be run once this
-/// (much larger) future is gone.
-pub(crate) async fn serve_connection(
+/// (larger) future is gone.
+///
+/// The future is boxed once per connection, so its size counts (1 144
+/// bytes, was 1 992): a plain function returning an `async move` block (an
+/// `async fn` would keep its arguments next to the locals they are moved
+/// into), responses encoded before their write is awaited (`respond`,
+/// `write_response`), a write's timer boxed only when the write waits
+/// (`write_within`), and one request-sized slot, not two.
+#[allow(clippy::manual_async_fn)] // on purpose, as said above
+pub(crate) fn serve_connection(
     mut stream: Stream,
     remote: SocketAddr,
     app: Runtime,
-) -> Option<BoxFuture<()>> {
-    let settings = app.settings();
-    let timeout = settings.write_timeout;
-    let mut buf = BytesMut::with_capacity(2048);
-    // One request at a time: the next head is not read (nor a pipelined one
-    // parsed) before the response to this one is written out in full, so a
-    // client that stops reading stops the server reading too, and its
-    // connection ends when the write timeout passes.
-    loop {
-        let head = tokio::select! {
-            head = read_head(&mut stream, &mut buf, settings.max_head_size, settings.head_timeout) => head,
-            () = app.shutdown_token().cancelled() => return None,
-        };
-        let started = Instant::now();
-        let mut request = match head {
-            Ok(Some(request)) => request,
-            Ok(None) | Err(HeadError::Gone) => return None,
-            Err(error) => {
-                let status = match error {
-                    HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    _ => StatusCode::BAD_REQUEST,
-                };
-                let response = text_response(status, status.canonical_reason().unwrap_or(""));
-                let _ = write_response(&mut stream, response, false, false, timeout).await;
-                tracing::info!(target: "squall::access", "{} - - ({}) bad request head", status.as_u16(), remote.ip());
+) -> impl Future<Output = Option<BoxFuture<()>>> + Send {
+    async move {
+        let settings = app.settings();
+        let timeout = settings.write_timeout;
+        let mut buf = BytesMut::with_capacity(2048);
+        // One request at a time: the next head is not read (nor a pipelined one
+        // parsed) before the response to this one is written out in full, so a
+        // client that stops reading stops the server reading too, and its
+        // connection ends when the write timeout passes.
+        loop {
+            let mut request = match tokio::select! {
+                head = read_head(&mut stream, &mut buf, settings.max_head_size, settings.head_timeout) => head,
+                () = app.shutdown_token().cancelled() => return None,
+            } {
+                Ok(Some(request)) => request,
+                Ok(None) | Err(HeadError::Gone) => return None,
+                Err(error) => {
+                    let status = match error {
+                        HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        _ => StatusCode::BAD_REQUEST,
+                    };
+                    let response = text_response(status, status.canonical_reason().unwrap_or(""));
+                    let _ = write_response(&mut stream, response, false, false, timeout).await;
+                    tracing::info!(target: "squall::access", "{} - - ({}) bad request head", status.as_u16(), remote.ip());
+                    return None;
+                }
+            };
+            let started = Instant::now();
+            // Behind a trusted proxy, the client is the address it forwarded.
+            let client =
+                crate::forwarded::client_addr(remote, request.headers(), &settings.trusted_proxies);
+            request.extensions_mut().insert(RemoteAddr(client));
+            if let Err(rule) = check_head(&request) {
+                respond(
+                    &mut stream,
+                    &request,
+                    rule.response(),
+                    false,
+                    started,
+                    timeout,
+                )
+                .await;
                 return None;
             }
-        };
-        // Behind a trusted proxy, the client is the address it forwarded.
-        let client =
-            crate::forwarded::client_addr(remote, request.headers(), &settings.trusted_proxies);
-        request.extensions_mut().insert(RemoteAddr(client));
-        if let Err(rule) = check_head(&request) {
-            respond(
-                &mut stream,
-                &request,
-                rule.response(),
-                false,
-                started,
-                timeout,
-            )
-            .await;
-            return None;
-        }
-        let keep_alive = wants_keep_alive(&request);
-
-        let route = match app.router().at(request.uri().path()) {
-            Some((route, params)) => {
-                request.extensions_mut().insert(params);
-                Some(route)
-            }
-            None => None,
-        };
-        let response = match route {
-            None => text_response(StatusCode::NOT_FOUND, "Not Found"),
-            Some(Route::Page(page)) => answer_page(page, &request).await,
-            Some(Route::WebSocket(endpoint)) => {
-                // The per-address slot is taken before `prepare` runs, and
-                // travels with the connection (freed however it ends).
-                let slot = match app.client_limits() {
-                    Some(limits) => match limits.try_acquire(client.ip()) {
-                        Some(slot) => Some(slot),
-                        None => {
-                            tracing::warn!(client = %client.ip(), "connections per address reached: 429");
-                            crate::telemetry::connection_refused("max_connections_per_ip");
-                            endpoint.telemetry().metrics.handshake(429);
-                            let response = client_limits::refusal();
+            let route = match app.router().at(request.uri().path()) {
+                Some((route, params)) => {
+                    params.store_in(&mut request);
+                    Some(route)
+                }
+                None => None,
+            };
+            let response = match route {
+                None => text_response(StatusCode::NOT_FOUND, "Not Found"),
+                Some(Route::Page(page)) => answer_page(page, &request).await,
+                Some(Route::WebSocket(endpoint)) => {
+                    // The per-address slot is taken before `prepare` runs, and
+                    // travels with the connection (freed however it ends).
+                    let slot = match app.client_limits() {
+                        Some(limits) => match limits.try_acquire(client.ip()) {
+                            Some(slot) => Some(slot),
+                            None => {
+                                tracing::warn!(client = %client.ip(), "connections per address reached: 429");
+                                crate::telemetry::connection_refused("max_connections_per_ip");
+                                endpoint.telemetry().metrics.handshake(429);
+                                let response = client_limits::refusal();
+                                respond(&mut stream, &request, response, false, started, timeout)
+                                    .await;
+                                return None;
+                            }
+                        },
+                        None => None,
+                    };
+                    // The request comes back into the same binding: a new
+                    // one would be a second request-sized slot in this
+                    // future.
+                    let outcome;
+                    Handshake { request, outcome } =
+                        endpoint.handshake(request, app.env(), Via::Http1).await;
+                    let accepted = match outcome {
+                        Ok(accepted) => accepted,
+                        Err(response) => {
                             respond(&mut stream, &request, response, false, started, timeout).await;
                             return None;
                         }
-                    },
-                    None => None,
-                };
-                let Handshake { request, outcome } =
-                    endpoint.handshake(request, app.env(), Via::Http1).await;
-                let accepted = match outcome {
-                    Ok(accepted) => accepted,
-                    Err(response) => {
-                        respond(&mut stream, &request, response, false, started, timeout).await;
+                    };
+                    // Only the bytes past the head are kept (usually none: no
+                    // allocation); the buffer then holds the 101, and is freed
+                    // rather than held for the connection's lifetime.
+                    let leftover = Vec::from(&buf[..]);
+                    buf.clear();
+                    put_switching_protocols(&accepted.negotiated, &mut buf);
+                    if write_within(timeout, stream.write_all(&buf)).await.is_err() {
+                        tracing::debug!(%remote, "101 not written within the write timeout: dropped");
                         return None;
                     }
-                };
-                let head = switching_protocols(&accepted.negotiated);
-                if write_within(timeout, stream.write_all(&head))
-                    .await
-                    .is_err()
-                {
-                    tracing::debug!(%remote, "101 not written within the write timeout: dropped");
-                    return None;
+                    drop(buf);
+                    log_access(StatusCode::SWITCHING_PROTOCOLS, &request, started);
+                    let connection = accepted.into_connection(stream, leftover, request, app.env());
+                    return Some(match slot {
+                        Some(slot) => Box::pin(async move {
+                            let _slot = slot;
+                            connection.await;
+                        }),
+                        None => connection,
+                    });
                 }
-                log_access(StatusCode::SWITCHING_PROTOCOLS, &request, started);
-                // Only the bytes past the head are kept; the head buffer
-                // itself is freed here rather than held for the connection's
-                // lifetime.
-                let leftover = Vec::from(&buf[..]);
-                drop(buf);
-                let env = app.env().clone();
-                let connection = accepted.into_connection(stream, leftover, request, env);
-                return Some(match slot {
-                    Some(slot) => Box::pin(async move {
-                        let _slot = slot;
-                        connection.await;
-                    }),
-                    None => connection,
-                });
+            };
+            // Decided here, past the WebSocket branch, which never keeps the
+            // HTTP connection.
+            let keep_alive = wants_keep_alive(&request);
+            if !respond(
+                &mut stream,
+                &request,
+                response,
+                keep_alive,
+                started,
+                timeout,
+            )
+            .await
+            {
+                return None;
             }
-        };
-        if !respond(
-            &mut stream,
-            &request,
-            response,
-            keep_alive,
-            started,
-            timeout,
-        )
-        .await
-        {
-            return None;
         }
     }
 }
 
 /// Writes a response and logs it; `false` when the connection is done (not
 /// kept alive, or the write failed or timed out).
-async fn respond(
-    stream: &mut Stream,
-    request: &Request<()>,
+fn respond<'a>(
+    stream: &'a mut Stream,
+    request: &'a Request<()>,
     response: Response<Bytes>,
     keep_alive: bool,
     started: Instant,
     timeout: Duration,
-) -> bool {
+) -> impl Future<Output = bool> + Send + 'a {
     let status = response.status();
     let head_only = request.method() == Method::HEAD;
-    let written = write_response(stream, response, head_only, keep_alive, timeout).await;
-    log_access(status, request, started);
-    if let Err(error) = &written {
-        tracing::debug!(%error, "response not written: connection dropped");
-    }
-    written.is_ok() && keep_alive
+    // A map, not an `async move` block: the block would keep the write's
+    // future twice (captured, and moved into its await).
+    write_response(stream, response, head_only, keep_alive, timeout).map(move |written| {
+        log_access(status, request, started);
+        if let Err(error) = &written {
+            tracing::debug!(%error, "response not written: connection dropped");
+        }
+        written.is_ok() && keep_alive
+    })
 }
 
 /// Keep-alive unless the client asked to close, spoke HTTP/1.0 without
@@ -244,9 +263,12 @@ pub(crate) fn parse_head(
     buf: &mut BytesMut,
     max_size: usize,
 ) -> Result<Option<Request<()>>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    let len = match parsed.parse(buf) {
+    // Left uninitialised: httparse writes the ones it fills, and zeroing
+    // 64 headers (2 KiB) cost more than parsing a usual head.
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match parsed.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
@@ -255,14 +277,29 @@ pub(crate) fn parse_head(
     if len > max_size {
         return Err(HeadError::TooLarge);
     }
+    // The head is copied once, and the URI and every header value are
+    // slices of that copy: one allocation for the head instead of one per
+    // value. The copy lives as long as the request (a WebSocket keeps it for
+    // `ws.request()`); the read buffer, larger, does not.
+    let head = Bytes::copy_from_slice(&buf[..len]);
+    let base = buf.as_ptr() as usize;
+    let shared = |part: &[u8]| match part.len() {
+        0 => Bytes::new(),
+        n => {
+            // httparse's slices point into `buf[..len]`: same offsets in `head`.
+            let start = part.as_ptr() as usize - base;
+            head.slice(start..start + n)
+        }
+    };
     let mut request = Request::new(());
     *request.method_mut() = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
         .map_err(|_| HeadError::Malformed)?;
-    *request.uri_mut() = parsed
-        .path
-        .unwrap_or_default()
-        .parse()
-        .map_err(|_| HeadError::Malformed)?;
+    let path = parsed.path.unwrap_or_default().as_bytes();
+    *request.uri_mut() = match path {
+        // The usual path needs no slice (`Uri` has a static `/`).
+        b"/" => http::Uri::from_static("/"),
+        _ => http::Uri::from_maybe_shared(shared(path)).map_err(|_| HeadError::Malformed)?,
+    };
     *request.version_mut() = match parsed.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
@@ -272,28 +309,30 @@ pub(crate) fn parse_head(
     for h in parsed.headers.iter() {
         let name =
             header::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError::Malformed)?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| HeadError::Malformed)?;
+        let value =
+            HeaderValue::from_maybe_shared(shared(h.value)).map_err(|_| HeadError::Malformed)?;
         map.append(name, value);
     }
     if request.uri().path().is_empty() || !request.uri().path().starts_with('/') {
         return Err(HeadError::Malformed);
     }
-    let _ = buf.split_to(len);
+    buf.advance(len);
     Ok(Some(request))
 }
 
 /// Writes a response with `Content-Length` (and the body unless
 /// `head_only`), all of it within `timeout`: a peer that stops reading gets
 /// `TimedOut` and its connection is dropped.
-pub(crate) async fn write_response(
+pub(crate) fn write_response(
     stream: &mut Stream,
     response: Response<Bytes>,
     head_only: bool,
     keep_alive: bool,
     timeout: Duration,
-) -> std::io::Result<()> {
+) -> impl Future<Output = std::io::Result<()>> + Send + '_ {
+    // Encoded now: the future keeps the bytes, not the response.
     let out = encode_response(response, head_only, keep_alive);
-    write_within(timeout, async {
+    write_within(timeout, async move {
         stream.write_all(&out).await?;
         stream.flush().await?;
         if !keep_alive {
@@ -301,18 +340,33 @@ pub(crate) async fn write_response(
         }
         Ok(())
     })
-    .await
 }
 
 /// Runs a write, failing with `TimedOut` if it has not finished within
 /// `timeout`.
 async fn write_within(
     timeout: Duration,
-    write: impl std::future::Future<Output = std::io::Result<()>>,
+    write: impl Future<Output = std::io::Result<()>>,
 ) -> std::io::Result<()> {
-    tokio::time::timeout(timeout, write)
-        .await
-        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+    let mut write = pin!(write);
+    // Polled once before the timer is made: a write the socket takes at
+    // once (the usual one) reads no clock and arms nothing.
+    if let Poll::Ready(written) = poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+        return written;
+    }
+    // A slow peer: now the timer, boxed, so that this future (part of every
+    // connection's HTTP phase) does not carry one inline.
+    let mut deadline = Box::pin(tokio::time::sleep(timeout));
+    poll_fn(|cx| {
+        if let Poll::Ready(written) = write.as_mut().poll(cx) {
+            return Poll::Ready(written);
+        }
+        deadline
+            .as_mut()
+            .poll(cx)
+            .map(|()| Err(std::io::ErrorKind::TimedOut.into()))
+    })
+    .await
 }
 
 /// The bytes of a response with `Content-Length` (and the body unless

@@ -3,6 +3,8 @@
 //!
 //! - `server.rs`: the standalone server's accept loop (limits, backoff,
 //!   graceful shutdown), the default;
+//! - `connection_tasks.rs`: the accept loop's connection tasks, tracked and
+//!   abortable at the shutdown deadline;
 //! - `http1.rs`: HTTP/1.1 on an accepted connection (request heads, pages,
 //!   handing WebSocket routes to the handshake);
 //! - `service.rs` (feature `hyper`): a tower `Service` for axum and hyper,
@@ -13,6 +15,7 @@
 //! - `access_log.rs`: the access line every front writes.
 
 pub(crate) mod access_log;
+pub(crate) mod connection_tasks;
 pub(crate) mod head_rules;
 pub(crate) mod http1;
 pub(crate) mod listener;

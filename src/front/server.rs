@@ -9,14 +9,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
-
+use super::connection_tasks::ConnectionTasks;
 use super::http1;
 use crate::engine::BoxFuture;
 use crate::runtime::{Handle, Runtime};
 use crate::stream::Stream;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 
 /// A bound, not yet running server. [`Application::bind`](crate::Application::bind)
 /// makes one.
@@ -134,14 +133,15 @@ where
     app.broker_ready().await;
     let settings = app.settings().clone();
     let limit = app.connection_limit().clone();
-    let mut tasks = JoinSet::new();
+    let tasks = ConnectionTasks::default();
     let mut backoff = Duration::from_millis(5);
-    let shutdown = app.shutdown_token().clone();
+    // Made once: a wait made afresh in every turn would join and leave the
+    // token's list of waiters (a lock each) for every connection accepted.
+    let mut stopping = std::pin::pin!(app.shutdown_token().cancelled());
     loop {
         tokio::select! {
             biased;
-            () = shutdown.cancelled() => break,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            () = &mut stopping => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, remote)) => {
                     backoff = Duration::from_millis(5);
@@ -153,17 +153,17 @@ where
                             // itself then holds two pointers, not the
                             // largest future it ever ran.
                             let http = Box::pin(serve(tcp, remote, app.clone()));
-                            tasks.spawn(app.track(async move {
+                            tasks.spawn(app, async move {
                                 if let Some(websocket) = http.await {
                                     websocket.await;
                                 }
                                 drop(permit);
-                            }));
+                            });
                         }
                         Err(_) => {
                             tracing::warn!(%remote, "connection limit reached: 503");
                             crate::telemetry::connection_refused("max_connections");
-                            tasks.spawn(refuse_busy(tcp));
+                            tasks.spawn(app, refuse_busy(tcp));
                         }
                     }
                 }
@@ -179,17 +179,16 @@ where
         }
     }
     drop(listener);
-    let all_done = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(settings.shutdown_timeout, all_done)
+    if tokio::time::timeout(settings.shutdown_timeout, tasks.all_ended())
         .await
         .is_err()
     {
+        let remaining = tasks.abort_all();
         tracing::warn!(
-            remaining = tasks.len(),
-            "shutdown deadline passed: aborting the remaining connections"
+            remaining,
+            "shutdown deadline passed: aborted the remaining connections"
         );
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
+        tasks.all_ended().await;
     }
     app.stopped().await;
 }

@@ -159,7 +159,7 @@ async fn respond(
         log_access(response.status(), &request, started);
         return into_full(response, &request);
     };
-    request.extensions_mut().insert(params);
+    params.store_in(&mut request);
     let endpoint = match route {
         Route::Page(page) => {
             let response = answer_page(page, &request).await;
@@ -216,7 +216,7 @@ async fn respond(
             Ok(upgraded) => {
                 let stream = Stream::upgraded(upgraded);
                 accepted
-                    .into_connection(stream, Vec::new(), request, env)
+                    .into_connection(stream, Vec::new(), request, &env)
                     .await;
             }
             Err(error) => tracing::debug!(%error, "the upgrade did not complete"),
