@@ -27,8 +27,7 @@
 //! Everything the peer can get wrong is refused here with the close code
 //! RFC 6455 asks for ([`ReadError`]): 1002 for an unmasked frame, reserved
 //! bits or opcodes, a fragmented or oversized control frame, a continuation
-//! without a message or a message inside another, or a frame after the
-//! close frame; 1007 for text that is not UTF-8 and corrupt compressed
+//! without a message or a message inside another; 1007 for text that is not UTF-8 and corrupt compressed
 //! data; 1009 for a frame or message over `max_message_size` (checked on
 //! the header, before its payload is read, and while inflating).
 //!
@@ -143,7 +142,8 @@ pub(crate) struct FrameReader {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
     Open,
-    /// The peer's close frame went up: nothing may follow it.
+    /// The peer's close frame went up: tungstenite ends the connection,
+    /// and reads nothing more from the reader.
     PeerClosed,
     /// The socket ended (or failed): tungstenite reads it directly.
     Ended,
@@ -277,7 +277,11 @@ impl FrameReader {
     /// tungstenite; `Pending` with the socket registered when neither is.
     pub fn poll_incoming(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, ReadError>> {
         loop {
-            if self.staged > 0 || self.state == State::Ended {
+            if self.staged > 0 || self.state != State::Open {
+                // A control frame waits for tungstenite; or the peer's close
+                // frame went up, and tungstenite ends the connection once
+                // its reply is out (a server closes the TCP connection
+                // first); or the socket ended.
                 return Poll::Ready(Ok(Incoming::Tungstenite));
             }
             let need = match self.step()? {
@@ -342,9 +346,6 @@ impl FrameReader {
             // At most 14 bytes of header: any read brings them.
             return Ok(Step::Need(self.buf.len() + 1));
         };
-        if self.state == State::PeerClosed {
-            return Err(ReadError::PROTOCOL);
-        }
         // In tungstenite's order: a reserved opcode, then the size (1009
         // whatever else is wrong with the frame), then the rest.
         if !matches!(
