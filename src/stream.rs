@@ -19,10 +19,12 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use bytes::{Buf, BytesMut};
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::wire::WireFrame;
+use crate::wire::{WireFrame, DIRECT_MIN};
 
 /// At most this many buffers go into one vectored write (Linux takes up to
 /// 1024; past a few dozen a call gains nothing).
@@ -38,29 +40,36 @@ pub(crate) struct Stream {
     frames: Option<Box<Frames>>,
 }
 
-/// The frames handed over and not yet written; the first may be partly
-/// written (`sent` bytes of it).
+/// The frames handed over and not yet written: large ones queued as they
+/// are (the first may be partly written, `sent` bytes of it), then the
+/// small ones copied together into `tail`, which goes out after them.
 #[derive(Default)]
 struct Frames {
     queue: VecDeque<WireFrame>,
     sent: usize,
-    /// Bytes in `queue` not yet written.
+    /// Small frames, header and payload, in the order handed over; kept for
+    /// life, so writing small messages allocates nothing per message.
+    tail: BytesMut,
+    /// Bytes in `queue` and `tail` not yet written.
     queued: usize,
 }
 
 impl Frames {
-    /// `written` more bytes went out: drops the frames now whole on the wire.
+    /// `written` more bytes went out: drops the frames now whole on the
+    /// wire, then what was written of the tail.
     fn advance(&mut self, written: usize) {
         self.queued -= written;
         let mut done = self.sent + written;
         while let Some(frame) = self.queue.front() {
             if done < frame.len() {
-                break;
+                self.sent = done;
+                return;
             }
             done -= frame.len();
             self.queue.pop_front();
         }
-        self.sent = done;
+        self.sent = 0;
+        self.tail.advance(done);
     }
 }
 
@@ -116,16 +125,39 @@ impl Stream {
 
     /// Queues a frame to write after everything handed over before it. It
     /// goes out on [`poll_write_frames`](Self::poll_write_frames), on a
-    /// flush, or before any later write.
+    /// flush, or before any later write. A frame under
+    /// [`DIRECT_MIN`] is copied into one buffer with the small frames
+    /// before and after it (one contiguous write for a burst of replies); a
+    /// larger one is written from its own buffer.
     pub fn push_frame(&mut self, frame: WireFrame) {
         let frames = self.frames.get_or_insert_with(Box::default);
         frames.queued += frame.len();
+        if frame.payload().len() < DIRECT_MIN {
+            frames.tail.reserve(frame.len());
+            frames.tail.extend_from_slice(frame.header());
+            frames.tail.extend_from_slice(frame.payload());
+            return;
+        }
+        if !frames.tail.is_empty() {
+            // The small frames before this one go out before it.
+            let before = frames.tail.split().freeze();
+            frames.queue.push_back(WireFrame::prebuilt(before));
+        }
         if frames.queue.capacity() == 0 {
             // Room for one at first (kept for life, so an idle connection
             // that wrote one frame at a time holds one slot, not four).
             frames.queue.reserve_exact(1);
         }
         frames.queue.push_back(frame);
+    }
+
+    /// Whether a frame written from its own buffer waits (the engine writes
+    /// those before it reads on, and combines small ones until it has read
+    /// all it can).
+    pub fn has_direct_frames(&self) -> bool {
+        self.frames
+            .as_ref()
+            .is_some_and(|frames| !frames.queue.is_empty())
     }
 
     /// Bytes of frames handed over and not yet written.
@@ -138,22 +170,26 @@ impl Stream {
         let Some(frames) = self.frames.as_deref_mut() else {
             return Poll::Ready(Ok(()));
         };
-        while !frames.queue.is_empty() {
+        while frames.queued > 0 {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let mut count = 0;
             let mut skip = frames.sent;
-            'gather: for frame in &frames.queue {
-                for part in [frame.header(), frame.payload()] {
-                    if skip >= part.len() {
-                        skip -= part.len();
-                        continue;
-                    }
-                    slices[count] = IoSlice::new(&part[skip..]);
-                    skip = 0;
-                    count += 1;
-                    if count == MAX_SLICES {
-                        break 'gather;
-                    }
+            let tail: &[u8] = &frames.tail;
+            let parts = frames
+                .queue
+                .iter()
+                .flat_map(|frame| [frame.header(), frame.payload()])
+                .chain(std::iter::once(tail));
+            for part in parts {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                slices[count] = IoSlice::new(&part[skip..]);
+                skip = 0;
+                count += 1;
+                if count == MAX_SLICES {
+                    break;
                 }
             }
             let mut io = self.transport.as_io();

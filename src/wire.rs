@@ -21,6 +21,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::Frame;
 
+/// Data frames with a payload at least this large are written from the
+/// buffer they were queued in; smaller ones are copied together into one
+/// buffer (copying them costs less than a write, or a slot of a vectored
+/// write, of their own).
+pub(crate) const DIRECT_MIN: usize = 16 * 1024;
+
 /// The longest header of an unmasked frame: two bytes and a 64-bit length.
 pub(crate) const MAX_HEADER: usize = 10;
 

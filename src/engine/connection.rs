@@ -257,11 +257,12 @@ impl Connection {
         }
 
         // Frames written from their own buffers go out before the next read,
-        // not with the flush: their payloads were usually read into
-        // tungstenite's read buffer, which it reuses for the next frame only
-        // once no payload points into it (else it allocates a new one). They
-        // are large (`outgoing::DIRECT_MIN`), so one write each costs little.
-        if self.poll_write_frames(cx).is_err() {
+        // not with the flush: their payloads were often read into the
+        // reader's buffer, which is reused for the next frame only once no
+        // payload points into it. They are large (`wire::DIRECT_MIN`), so
+        // one write each costs little. Small frames wait, combined, for the
+        // write after the last read.
+        if self.ws.get_ref().get_ref().has_direct_frames() && self.poll_write_frames(cx).is_err() {
             return self.closed();
         }
 

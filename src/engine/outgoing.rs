@@ -4,20 +4,19 @@
 //! the client's (`client/driver.rs`), whose sockets differ only in their
 //! stream type.
 //!
-//! A server's data messages skip tungstenite's write buffer: their frames
-//! go to the stream with the payload in the buffer it was queued in
-//! (`wire.rs`, `stream.rs`), which spares a copy of every payload of
-//! [`DIRECT_MIN`] bytes or more, and every broadcast frame. That is
-//! only done while tungstenite holds no unwritten bytes of its own (a pong,
-//! a ping), so frames reach the socket in the order they were queued; in
-//! the rare moment it does, a data message goes through tungstenite as
+//! A server's data messages skip tungstenite: their frames go to the stream
+//! (`wire.rs`, `stream.rs`), which writes a payload of
+//! [`DIRECT_MIN`](crate::wire::DIRECT_MIN) bytes or more from the buffer it
+//! was queued in and copies smaller frames together into one buffer. That
+//! is only done while tungstenite holds no unwritten bytes of its own (a
+//! pong, a ping), so frames reach the socket in the order they were queued;
+//! in the rare moment it does, a data message goes through tungstenite as
 //! before. A client masks its frames, so its messages always go through
 //! tungstenite.
 //!
 //! With permessage-deflate, a message is compressed here, on its own
-//! connection, and its compressed payload takes the same path: written from
-//! the buffer the compressor filled (RSV1 set in the header) when it is
-//! large, through tungstenite as a frame with RSV1 when it is small. A
+//! connection, and its compressed payload takes the same path, RSV1 set in
+//! its header. A
 //! broadcast compressed once for receivers that share their settings comes
 //! framed already (`group.rs`) and is written as it is.
 
@@ -40,13 +39,6 @@ use crate::send_queue::{Outbound, Popped, SendQueue};
 use crate::stream::Stream;
 use crate::wire::{self, Framed, Wire, WireFrame};
 
-/// Data messages at least this large are written from their own buffer.
-/// Below it, copying the payload into tungstenite's buffer costs less than
-/// the write of its own it gets (the engine writes these frames before it
-/// reads on, see `connection.rs`), and a burst of smaller replies goes out
-/// as one contiguous write.
-pub(crate) const DIRECT_MIN: usize = 16 * 1024;
-
 /// The stream under a WebSocket, as the writer sees it.
 pub(crate) trait Socket: AsyncRead + AsyncWrite + Unpin {
     /// The stream that takes whole data frames, if this one does.
@@ -67,8 +59,8 @@ impl Socket for FrameReader {
 
 /// A queued message made ready for the wire.
 enum Outgoing {
-    /// As it was queued: tungstenite frames it, unless it is text or binary
-    /// of [`DIRECT_MIN`] bytes or more.
+    /// As it was queued: the stream writes text and binary, tungstenite
+    /// anything else.
     Message(tungstenite::Message),
     /// A payload compressed for this connection: one frame with RSV1.
     Compressed { text: bool, payload: Bytes },
@@ -99,20 +91,18 @@ impl Outgoing {
         Outgoing::Compressed { text, payload }
     }
 
-    /// The frame to write from the buffer it is in, or (when copying it
-    /// into tungstenite's buffer is cheaper) the message for tungstenite.
+    /// The data frame for the stream to write, or (a control message) the
+    /// message for tungstenite.
     fn into_frame(self) -> Result<WireFrame, tungstenite::Message> {
         match self {
             Outgoing::Framed(framed) => Ok(framed.into_frame()),
-            Outgoing::Message(tungstenite::Message::Binary(data)) if data.len() >= DIRECT_MIN => {
+            Outgoing::Message(tungstenite::Message::Binary(data)) => {
                 Ok(WireFrame::data(false, false, data))
             }
-            Outgoing::Message(tungstenite::Message::Text(text)) if text.len() >= DIRECT_MIN => {
+            Outgoing::Message(tungstenite::Message::Text(text)) => {
                 Ok(WireFrame::data(true, false, text.into()))
             }
-            Outgoing::Compressed { text, payload } if payload.len() >= DIRECT_MIN => {
-                Ok(WireFrame::data(text, true, payload))
-            }
+            Outgoing::Compressed { text, payload } => Ok(WireFrame::data(text, true, payload)),
             other => Err(other.into_message()),
         }
     }
