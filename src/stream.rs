@@ -33,43 +33,42 @@ const MAX_SLICES: usize = 64;
 /// An accepted client connection.
 pub(crate) struct Stream {
     transport: Transport,
-    /// Frames handed over and not yet written: none until the first (a
-    /// connection that only ever writes small messages, which go through
-    /// tungstenite, holds one pointer for this), then kept for life, so
-    /// writing allocates nothing per message.
+    /// Large frames handed over and not yet written: none until the first
+    /// (a connection that only ever writes small messages holds one pointer
+    /// for this), then kept for life, so writing allocates nothing per
+    /// message.
     frames: Option<Box<Frames>>,
+    /// Small frames, header and payload, in the order handed over, after
+    /// the large ones; kept for life (allocated on the first write).
+    tail: BytesMut,
 }
 
-/// The frames handed over and not yet written: large ones queued as they
-/// are (the first may be partly written, `sent` bytes of it), then the
-/// small ones copied together into `tail`, which goes out after them.
+/// The large frames handed over and not yet written; the first may be
+/// partly written (`sent` bytes of it).
 #[derive(Default)]
 struct Frames {
     queue: VecDeque<WireFrame>,
     sent: usize,
-    /// Small frames, header and payload, in the order handed over; kept for
-    /// life, so writing small messages allocates nothing per message.
-    tail: BytesMut,
-    /// Bytes in `queue` and `tail` not yet written.
+    /// Bytes in `queue` not yet written.
     queued: usize,
 }
 
 impl Frames {
     /// `written` more bytes went out: drops the frames now whole on the
-    /// wire, then what was written of the tail.
-    fn advance(&mut self, written: usize) {
-        self.queued -= written;
-        let mut done = self.sent + written;
+    /// wire; returns how many of the bytes were past them (the tail's).
+    fn advance(&mut self, written: usize) -> usize {
+        let through_queue = written.min(self.queued);
+        self.queued -= through_queue;
+        let mut done = self.sent + through_queue;
         while let Some(frame) = self.queue.front() {
             if done < frame.len() {
-                self.sent = done;
-                return;
+                break;
             }
             done -= frame.len();
             self.queue.pop_front();
         }
-        self.sent = 0;
-        self.tail.advance(done);
+        self.sent = done;
+        written - through_queue
     }
 }
 
@@ -112,6 +111,7 @@ impl Stream {
         Stream {
             transport,
             frames: None,
+            tail: BytesMut::new(),
         }
     }
 
@@ -130,24 +130,25 @@ impl Stream {
     /// before and after it (one contiguous write for a burst of replies); a
     /// larger one is written from its own buffer.
     pub fn push_frame(&mut self, frame: WireFrame) {
-        let frames = self.frames.get_or_insert_with(Box::default);
-        frames.queued += frame.len();
         if frame.payload().len() < DIRECT_MIN {
-            frames.tail.reserve(frame.len());
-            frames.tail.extend_from_slice(frame.header());
-            frames.tail.extend_from_slice(frame.payload());
+            self.tail.reserve(frame.len());
+            self.tail.extend_from_slice(frame.header());
+            self.tail.extend_from_slice(frame.payload());
             return;
         }
-        if !frames.tail.is_empty() {
+        let frames = self.frames.get_or_insert_with(Box::default);
+        if !self.tail.is_empty() {
             // The small frames before this one go out before it.
-            let before = frames.tail.split().freeze();
-            frames.queue.push_back(WireFrame::prebuilt(before));
+            let before = WireFrame::prebuilt(self.tail.split().freeze());
+            frames.queued += before.len();
+            frames.queue.push_back(before);
         }
         if frames.queue.capacity() == 0 {
             // Room for one at first (kept for life, so an idle connection
             // that wrote one frame at a time holds one slot, not four).
             frames.queue.reserve_exact(1);
         }
+        frames.queued += frame.len();
         frames.queue.push_back(frame);
     }
 
@@ -162,21 +163,20 @@ impl Stream {
 
     /// Bytes of frames handed over and not yet written.
     pub fn queued_frame_bytes(&self) -> usize {
-        self.frames.as_ref().map_or(0, |frames| frames.queued)
+        self.frames.as_ref().map_or(0, |frames| frames.queued) + self.tail.len()
     }
 
     /// Writes the queued frames: `Ready(Ok)` once all are written.
     pub fn poll_write_frames(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(frames) = self.frames.as_deref_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        while frames.queued > 0 {
+        while self.queued_frame_bytes() > 0 {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let mut count = 0;
-            let mut skip = frames.sent;
-            let tail: &[u8] = &frames.tail;
-            let parts = frames
-                .queue
+            let (queue, mut skip) = match self.frames.as_deref() {
+                Some(frames) => (&frames.queue, frames.sent),
+                None => (&VecDeque::new(), 0),
+            };
+            let tail: &[u8] = &self.tail;
+            let parts = queue
                 .iter()
                 .flat_map(|frame| [frame.header(), frame.payload()])
                 .chain(std::iter::once(tail));
@@ -204,7 +204,11 @@ impl Stream {
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            frames.advance(written);
+            let past_queue = match self.frames.as_deref_mut() {
+                Some(frames) => frames.advance(written),
+                None => written,
+            };
+            self.tail.advance(past_queue);
         }
         Poll::Ready(Ok(()))
     }
