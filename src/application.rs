@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
-use crate::engine::Env;
+use crate::engine::{Env, ShutdownSignal};
 use crate::front::listener;
 use crate::front::server::Server;
 use crate::handler::WebSocketHandler;
@@ -53,7 +52,7 @@ pub struct Application {
     router: Router,
     settings: Settings,
     hub: Arc<Hub>,
-    shutdown: CancellationToken,
+    shutdown: ShutdownSignal,
     broker: Option<Arc<dyn Broker>>,
     history: Vec<(String, History)>,
 }
@@ -71,7 +70,7 @@ impl Application {
             router: Router::default(),
             settings: Settings::default(),
             hub: Arc::default(),
-            shutdown: CancellationToken::new(),
+            shutdown: ShutdownSignal::default(),
             broker: None,
             history: Vec::new(),
         }

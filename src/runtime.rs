@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::client_limits::ClientLimits;
-use crate::engine::Env;
+use crate::engine::{Env, ShutdownSignal};
 use crate::hub::Hub;
 use crate::interest::InterestGuard;
 use crate::message::Message;
@@ -73,7 +73,7 @@ impl Runtime {
     }
 
     pub fn shutdown_token(&self) -> &CancellationToken {
-        &self.0.env.shutdown
+        self.0.env.shutdown.token()
     }
 
     pub fn handle(&self) -> Handle {
@@ -111,7 +111,7 @@ impl Runtime {
         let inner = self.0.clone();
         tokio::spawn(async move {
             let env = &inner.env;
-            env.shutdown.cancelled().await;
+            env.shutdown.token().cancelled().await;
             inner.connections.close();
             let all_done = inner.connections.wait();
             if tokio::time::timeout(env.settings.shutdown_timeout, all_done)
@@ -141,7 +141,7 @@ impl Runtime {
         }
         tokio::select! {
             biased;
-            () = env.shutdown.cancelled() => {}
+            () = env.shutdown.token().cancelled() => {}
             ready = tokio::time::timeout(timeout, ready) => {
                 if ready.is_err() {
                     tracing::warn!(
@@ -174,11 +174,11 @@ impl Runtime {
 #[derive(Clone)]
 pub struct Handle {
     hub: Arc<Hub>,
-    shutdown: CancellationToken,
+    shutdown: ShutdownSignal,
 }
 
 impl Handle {
-    pub(crate) fn new(hub: Arc<Hub>, shutdown: CancellationToken) -> Self {
+    pub(crate) fn new(hub: Arc<Hub>, shutdown: ShutdownSignal) -> Self {
         Handle { hub, shutdown }
     }
 
@@ -237,7 +237,7 @@ impl Handle {
         tokio::select! {
             () = self.hub.stopped() => {}
             () = async {
-                self.shutdown.cancelled().await;
+                self.shutdown.token().cancelled().await;
                 if self.hub.is_started() {
                     std::future::pending::<()>().await;
                 }

@@ -107,7 +107,7 @@ pub(crate) fn establish(
         unflushed: false,
         own: OwnFrames::default(),
         keepalive: KeepAlive::from_settings(settings),
-        shutdown: Shutdown::new(env.shutdown.clone()),
+        shutdown: Shutdown::new(&env.shutdown),
         close_timeout: settings.close_timeout,
         peer_close: None,
         closing: None,

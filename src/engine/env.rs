@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use tokio_util::sync::CancellationToken;
-
+use super::shutdown::ShutdownSignal;
 use crate::hub::Hub;
 use crate::settings::Settings;
 
@@ -12,6 +11,6 @@ use crate::settings::Settings;
 #[derive(Clone)]
 pub(crate) struct Env {
     pub settings: Arc<Settings>,
-    pub shutdown: CancellationToken,
+    pub shutdown: ShutdownSignal,
     pub hub: Arc<Hub>,
 }

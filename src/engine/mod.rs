@@ -47,6 +47,7 @@ use std::pin::Pin;
 pub(crate) use connection::{establish, Agreements};
 pub(crate) use driver::run;
 pub(crate) use env::Env;
+pub(crate) use shutdown::ShutdownSignal;
 
 /// A boxed future: a connection (small, long-lived) or a handshake (large,
 /// short-lived) is boxed on its own, so a task does not hold the size of the
