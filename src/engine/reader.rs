@@ -648,4 +648,66 @@ mod tests {
             (PING, None, 2)
         );
     }
+
+    /// A masked binary frame of `len` bytes.
+    #[cfg(feature = "fuzzing")]
+    fn binary_frame(len: usize) -> Vec<u8> {
+        let mask = [9, 8, 7, 6];
+        let mut frame = vec![0x82, 0x80 | 127];
+        frame.extend_from_slice(&(len as u64).to_be_bytes());
+        frame.extend_from_slice(&mask);
+        frame.extend((0..len).map(|i| (i as u8) ^ mask[i % 4]));
+        frame
+    }
+
+    /// Polls once, without waiting.
+    #[cfg(feature = "fuzzing")]
+    async fn poll_once(reader: &mut FrameReader) -> Poll<Result<Incoming, ReadError>> {
+        std::future::poll_fn(|cx| Poll::Ready(reader.poll_incoming(cx))).await
+    }
+
+    #[cfg(feature = "fuzzing")]
+    #[tokio::test(start_paused = true)]
+    async fn a_grown_buffer_is_freed_once_the_socket_is_quiet() {
+        use tokio::io::AsyncWriteExt;
+
+        let (mut client, server) = tokio::io::duplex(256 * 1024);
+        let mut reader = FrameReader::new(Stream::duplex(server), Vec::new(), 2048, 1 << 20, None);
+        client.write_all(&binary_frame(100_000)).await.unwrap();
+        let Poll::Ready(Ok(Incoming::Message(Message::Binary(data)))) =
+            poll_once(&mut reader).await
+        else {
+            panic!("the whole frame was written: the message is ready");
+        };
+        assert_eq!(data.len(), 100_000);
+        assert!(
+            data.iter().enumerate().all(|(i, b)| *b == i as u8),
+            "unmasked"
+        );
+        drop(data);
+        assert!(poll_once(&mut reader).await.is_pending());
+        assert!(
+            reader.buf.capacity() >= 100_000,
+            "the frame's room is kept a while"
+        );
+
+        tokio::time::advance(Duration::from_millis(900)).await;
+        assert!(poll_once(&mut reader).await.is_pending());
+        assert!(
+            reader.buf.capacity() >= 100_000,
+            "not freed within the first second"
+        );
+
+        tokio::time::advance(Duration::from_millis(1200)).await;
+        assert!(poll_once(&mut reader).await.is_pending());
+        assert_eq!(reader.buf.capacity(), 0, "freed after a quiet second");
+        assert!(reader.linger.is_none());
+
+        // The next message is read into a fresh buffer.
+        client.write_all(&binary_frame(10)).await.unwrap();
+        assert!(matches!(
+            poll_once(&mut reader).await,
+            Poll::Ready(Ok(Incoming::Message(Message::Binary(ref data)))) if data.len() == 10
+        ));
+    }
 }
