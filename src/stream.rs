@@ -308,9 +308,12 @@ mod tests {
         let (ours, mut peer) = tokio::io::duplex(7);
         let mut stream = Stream::duplex(ours);
         let big = Bytes::from((0..70_000u32).map(|i| i as u8).collect::<Vec<_>>());
+        // Small, large, small: the small frames are copied into one buffer,
+        // the large one is written from its own, and the order holds both
+        // ways round.
         let frames = [
-            WireFrame::data(false, false, big.clone()),
             WireFrame::data(true, true, Bytes::from_static(b"hi")),
+            WireFrame::data(false, false, big.clone()),
             Framed::once(&tungstenite::Message::binary(vec![9u8; 300]))
                 .unwrap()
                 .into_frame(),
@@ -329,6 +332,7 @@ mod tests {
         for frame in frames {
             stream.push_frame(frame);
         }
+        assert!(stream.has_direct_frames());
         assert_eq!(stream.queued_frame_bytes(), 70_000 + 10 + 2 + 2 + 300 + 4);
         // A write through AsyncWrite goes after every queued frame.
         stream.write_all(b"after").await.unwrap();

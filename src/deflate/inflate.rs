@@ -77,6 +77,9 @@ pub(crate) struct Inflater {
     decompress: Option<Box<Decompress>>,
     /// Inflated bytes of the current message.
     produced: usize,
+    /// One chunk of output, allocated on the first compressed message (an
+    /// idle connection that never sent one holds none) and reused.
+    chunk: Vec<u8>,
 }
 
 impl Inflater {
@@ -85,6 +88,7 @@ impl Inflater {
             config,
             decompress: None,
             produced: 0,
+            chunk: Vec::new(),
         }
     }
 
@@ -92,14 +96,13 @@ impl Inflater {
         &self.config
     }
 
-    /// Inflates what it can of `input` into `out` (never more than one byte
-    /// past the message bound in all). Returns the bytes consumed and
-    /// produced.
-    pub fn inflate(
-        &mut self,
-        input: &[u8],
-        out: &mut [u8],
-    ) -> Result<(usize, usize), InflateError> {
+    /// Inflates what it can of `input`: at most one chunk of output, never
+    /// more than one byte past the message bound in all. Returns the bytes
+    /// consumed and the output, valid until the next call.
+    pub fn inflate(&mut self, input: &[u8]) -> Result<(usize, &[u8]), InflateError> {
+        if self.chunk.is_empty() {
+            self.chunk = vec![0; CHUNK];
+        }
         let bits = self.config.peer.max_window_bits.max(9);
         let no_context_takeover = self.config.peer.no_context_takeover;
         let decompress = self.decompress.get_or_insert_with(|| {
@@ -109,14 +112,14 @@ impl Inflater {
                 Box::new(Decompress::new_with_window_bits(false, bits))
             }
         });
-        let room = out.len().min(
+        let room = CHUNK.min(
             self.config
                 .max_message_size
                 .saturating_add(1)
                 .saturating_sub(self.produced),
         );
         let (in_before, out_before) = (decompress.total_in(), decompress.total_out());
-        let status = decompress.decompress(input, &mut out[..room], FlushDecompress::None);
+        let status = decompress.decompress(input, &mut self.chunk[..room], FlushDecompress::None);
         let consumed = (decompress.total_in() - in_before) as usize;
         let produced = (decompress.total_out() - out_before) as usize;
         match status {
@@ -130,7 +133,7 @@ impl Inflater {
         if self.produced > self.config.max_message_size {
             return Err(InflateError::TOO_BIG);
         }
-        Ok((consumed, produced))
+        Ok((consumed, &self.chunk[..produced]))
     }
 
     /// The current message is whole: the next starts from nothing, and

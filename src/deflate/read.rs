@@ -115,9 +115,6 @@ enum MessageState {
 
 struct Codec {
     inflater: Inflater,
-    /// One chunk of output; allocated on the first compressed message, so
-    /// an idle connection that never sent one holds none.
-    scratch: Vec<u8>,
 }
 
 enum Step {
@@ -155,7 +152,6 @@ impl Codec {
     fn new(config: InflateConfig) -> Self {
         Codec {
             inflater: Inflater::new(config),
-            scratch: Vec::new(),
         }
     }
 
@@ -167,32 +163,34 @@ impl Codec {
         input: &[u8],
         out: &mut BytesMut,
     ) -> Result<(usize, usize), InflateError> {
-        if self.scratch.is_empty() {
-            self.scratch = vec![0; CHUNK];
+        let masked = self.inflater.config().masked;
+        let (consumed, inflated) = self.inflater.inflate(input)?;
+        if !inflated.is_empty() {
+            emit(out, masked, OpCode::Data(Data::Continue), false, inflated);
         }
-        let (consumed, produced) = self.inflater.inflate(input, &mut self.scratch)?;
-        if produced > 0 {
-            self.emit(out, OpCode::Data(Data::Continue), false, produced);
-        }
-        Ok((consumed, produced))
+        Ok((consumed, inflated.len()))
     }
 
-    /// Writes a plain frame header and the first `len` scratch bytes.
-    fn emit(&self, out: &mut BytesMut, opcode: OpCode, is_final: bool, len: usize) {
-        let header = FrameHeader {
-            is_final,
-            opcode,
-            // tungstenite expects masked frames from a client; a zero key
-            // leaves the payload as it is.
-            mask: self.inflater.config().masked.then_some([0; 4]),
-            ..FrameHeader::default()
-        };
-        out.reserve(14 + len);
-        // `len` is 0 (no scratch needed) or what `inflate` just wrote.
-        // Writing to a BytesMut cannot fail.
-        let _ = header.format(len as u64, &mut out.writer());
-        out.extend_from_slice(&self.scratch[..len]);
+    /// Writes a plain frame with no payload.
+    fn emit_empty(&self, out: &mut BytesMut, opcode: OpCode, is_final: bool) {
+        emit(out, self.inflater.config().masked, opcode, is_final, &[]);
     }
+}
+
+/// Writes a plain frame of `payload` for tungstenite.
+fn emit(out: &mut BytesMut, masked: bool, opcode: OpCode, is_final: bool, payload: &[u8]) {
+    let header = FrameHeader {
+        is_final,
+        opcode,
+        // tungstenite expects masked frames from a client; a zero key
+        // leaves the payload as it is.
+        mask: masked.then_some([0; 4]),
+        ..FrameHeader::default()
+    };
+    out.reserve(14 + payload.len());
+    // Writing to a BytesMut cannot fail.
+    let _ = header.format(payload.len() as u64, &mut out.writer());
+    out.extend_from_slice(payload);
 }
 
 impl Reader {
@@ -302,7 +300,7 @@ impl Reader {
                 self.raw.advance(header_len);
                 if starts {
                     self.message = MessageState::Compressed;
-                    codec.emit(&mut self.out, header.opcode, false, 0);
+                    codec.emit_empty(&mut self.out, header.opcode, false);
                 }
                 self.frame = FrameState::Compressed {
                     remaining: len,
@@ -372,7 +370,7 @@ impl Reader {
                 let (consumed, produced) = codec.inflate(&TRAILER[*fed..], &mut self.out)?;
                 *fed += consumed;
                 if *fed == TRAILER.len() && produced < CHUNK {
-                    codec.emit(&mut self.out, OpCode::Data(Data::Continue), true, 0);
+                    codec.emit_empty(&mut self.out, OpCode::Data(Data::Continue), true);
                     self.message = MessageState::None;
                     self.frame = FrameState::Header;
                     codec.inflater.end_message();

@@ -5,7 +5,7 @@
 
 use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -116,6 +116,20 @@ pub(crate) fn establish(
     };
     let context = WebSocket::new(queue, request, subprotocol, env.hub.clone());
     (context, connection)
+}
+
+/// What one read gave the connection.
+enum Read {
+    /// An event for the handler.
+    Event(Event),
+    /// A frame handled with nothing to deliver (a close, or a message
+    /// outside the open phase or over the rate limit).
+    Nothing,
+    /// The peer broke the protocol: close with this code and reason.
+    Broken(u16, &'static str),
+    /// The connection is over (the close handshake finished, or the peer
+    /// vanished).
+    Over,
 }
 
 /// What is left of a connection after its socket is closed.
@@ -276,22 +290,20 @@ impl Connection {
             && self.poll_rate_limit(cx)
         {
             match self.poll_read(cx) {
-                Poll::Ready(Some(Ok(event))) => {
-                    if let Some(event) = event {
-                        return Poll::Ready(Some(event));
-                    }
+                Poll::Ready(Read::Event(event)) => return Poll::Ready(Some(event)),
+                Poll::Ready(Read::Nothing) => {
                     // A close or an event outside the open phase: go round
                     // again to read on.
                     cx.waker().wake_by_ref();
                     again = true;
                 }
-                Poll::Ready(Some(Err((code, reason)))) if self.phase.feeds_queue() => {
+                Poll::Ready(Read::Broken(code, reason)) if self.phase.feeds_queue() => {
                     self.fail(code, reason, cx);
                     again = true;
                 }
                 // The close handshake finished, or the peer vanished (or
                 // broke the protocol after the close handshake began).
-                Poll::Ready(_) => return self.closed(),
+                Poll::Ready(Read::Broken(..) | Read::Over) => return self.closed(),
                 Poll::Pending => {}
             }
         }
@@ -333,20 +345,13 @@ impl Connection {
     }
 
     /// Reads the next frame: a data message from the reader (`reader.rs`),
-    /// or a control frame through tungstenite. `Some(Ok(None))` when the
-    /// frame was handled with nothing to deliver, `Some(Err(..))` with the
-    /// close code when the peer broke the protocol, `None` when the socket
-    /// is done.
-    #[allow(clippy::type_complexity)]
-    fn poll_read(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Option<Event>, (u16, &'static str)>>> {
-        let message = match self.ws.get_mut().poll_incoming(cx) {
-            Poll::Ready(Ok(Incoming::Message(message))) => message,
-            Poll::Ready(Ok(Incoming::Tungstenite)) => {
-                return match Pin::new(&mut self.ws).poll_next(cx) {
-                    Poll::Ready(Some(Ok(message))) => {
+    /// or a control frame through tungstenite.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
+        let message = match ready!(self.ws.get_mut().poll_incoming(cx)) {
+            Ok(Incoming::Message(message)) => message,
+            Ok(Incoming::Tungstenite) => {
+                return Poll::Ready(match ready!(Pin::new(&mut self.ws).poll_next(cx)) {
+                    Some(Ok(message)) => {
                         let ping = matches!(message, tungstenite::Message::Ping(_));
                         let event = self.on_frame(message);
                         if ping {
@@ -357,20 +362,23 @@ impl Connection {
                             // that completes the round does the bookkeeping.)
                             let _ = Pin::new(&mut self.ws).poll_flush(cx);
                         }
-                        Poll::Ready(Some(Ok(event)))
+                        event.map_or(Read::Nothing, Read::Event)
                     }
-                    Poll::Ready(Some(Err(error))) => Poll::Ready(close_for(&error).map(Err)),
-                    Poll::Ready(None) => Poll::Ready(None),
-                    Poll::Pending => Poll::Pending,
-                };
+                    Some(Err(error)) => match close_for(&error) {
+                        Some((code, reason)) => Read::Broken(code, reason),
+                        None => Read::Over,
+                    },
+                    None => Read::Over,
+                });
             }
-            Poll::Ready(Err(error)) => return Poll::Ready(Some(Err((error.code, error.reason)))),
-            Poll::Pending => return Poll::Pending,
+            Err(error) => return Poll::Ready(Read::Broken(error.code, error.reason)),
         };
-        let delivered = self
-            .data_in(message.len())
-            .map(|()| Event::Message(message));
-        Poll::Ready(Some(Ok(delivered.filter(|_| self.phase.delivers()))))
+        let delivered = self.data_in(message.len()).is_some() && self.phase.delivers();
+        Poll::Ready(if delivered {
+            Read::Event(Event::Message(message))
+        } else {
+            Read::Nothing
+        })
     }
 
     /// Writes what it can of the data frames handed to the stream

@@ -505,18 +505,16 @@ fn inflate_trailer(inflater: &mut Inflater, out: &mut Vec<u8>) -> Result<(), Rea
     }
 }
 
-/// One step of inflation into up to a chunk of new room at the end of `out`.
+/// One step of inflation: at most a chunk of output, added to `out` (which
+/// grows to the message's size, not by a chunk at a time).
 fn inflate_step(
     inflater: &mut Inflater,
     input: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(usize, usize), ReadError> {
-    let start = out.len();
-    out.resize(start + CHUNK, 0);
-    let result = inflater.inflate(input, &mut out[start..]);
-    let produced = result.map_or(0, |(_, produced)| produced);
-    out.truncate(start + produced);
-    Ok(result?)
+    let (consumed, inflated) = inflater.inflate(input)?;
+    out.extend_from_slice(inflated);
+    Ok((consumed, inflated.len()))
 }
 
 /// Unmasks `data` in place (RFC 6455 §5.3), eight bytes at a time.
