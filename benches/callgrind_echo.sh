@@ -19,7 +19,7 @@ SIZE=${SIZE:-65536}; CONNS=${CONNS:-16}; WINDOW=${WINDOW:-4}; SECS=${SECS:-10}
 MODE=${MODE:-echo}
 SERVERS=("$@")
 [ ${#SERVERS[@]} -gt 0 ] || SERVERS=(bench_echo bench_fastws)
-BIN=target/release/examples
+BIN=${BIN:-target/release/examples}
 OUT=target/bench/callgrind
 mkdir -p "$OUT"
 PORT=$(( 20000 + RANDOM % 5000 ))

@@ -12,27 +12,26 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
-use futures_util::{Sink, Stream as _};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::MaybeTlsStream;
 
 use crate::deflate::read::Inflating;
 use crate::engine::close::{close_for, Phase};
 use crate::engine::linger::poll_linger;
 use crate::engine::outgoing;
+use crate::engine::protocol::Protocol;
 use crate::message::Message;
 use crate::send_queue::SendQueue;
 
 /// The client's socket: TCP or TLS, with compressed messages inflated below
 /// tungstenite when permessage-deflate was agreed.
-pub(super) type Socket = WebSocketStream<Inflating<MaybeTlsStream<TcpStream>>>;
+pub(super) type Socket = Protocol<Inflating<MaybeTlsStream<TcpStream>>>;
 
 /// A client masks every frame it sends: its messages all go through
 /// tungstenite.
@@ -250,7 +249,7 @@ impl Driver {
                 break;
             }
             budget -= 1;
-            match Pin::new(&mut self.ws).poll_next(cx) {
+            match self.ws.poll_next(cx) {
                 Poll::Ready(Some(Ok(message))) => self.on_frame(message),
                 Poll::Ready(Some(Err(error))) => match close_for(&error) {
                     Some((code, reason)) if self.phase.feeds_queue() => {
@@ -261,6 +260,7 @@ impl Driver {
                             self.close_timeout,
                             code,
                             reason,
+                            cx,
                         );
                         break;
                     }
@@ -278,7 +278,7 @@ impl Driver {
 
         // No more input is ready (or the reader is full): now write.
         if self.phase.flushes(self.unflushed) {
-            match Pin::new(&mut self.ws).poll_flush(cx) {
+            match self.ws.poll_flush(cx) {
                 Poll::Ready(Ok(())) => {
                     self.unflushed = false;
                     self.phase.flushed();

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::Role;
 
 use tokio::net::TcpStream;
 use tokio_tungstenite::MaybeTlsStream;
@@ -25,6 +26,7 @@ use crate::deflate::inflate::InflateConfig;
 use crate::deflate::read::Inflating;
 use crate::deflate::write::Deflater;
 use crate::deflate::{self, CompressionOptions};
+use crate::engine::protocol::Protocol;
 use crate::error::WriteError;
 use crate::message::Message;
 use crate::send_queue::SendQueue;
@@ -308,7 +310,7 @@ impl ConnectOptions {
             .await
             .map_err(ClientError::from)
         };
-        let (mut ws, response) = tokio::time::timeout(self.connect_timeout, connecting)
+        let (ws, response) = tokio::time::timeout(self.connect_timeout, connecting)
             .await
             .map_err(|_| ClientError::Protocol("connect timed out".into()))??;
         let subprotocol = response
@@ -330,7 +332,11 @@ impl ConnectOptions {
             }
             None => None,
         };
-        ws.get_mut().activate(agreed.map(|agreed| {
+        // The fence let tungstenite's handshake read the response head and
+        // nothing after it: the stream holds every byte that follows, and a
+        // fresh protocol state takes over from the handshake's.
+        let mut io = ws.into_inner();
+        io.activate(agreed.map(|agreed| {
             let config = InflateConfig {
                 peer: agreed.theirs,
                 masked: false,
@@ -348,6 +354,7 @@ impl ConnectOptions {
             self.overflow,
         ));
         let link = Link::new(self.max_message_size);
+        let ws = Protocol::new(io, Role::Client, config);
         tokio::spawn(Driver::new(ws, queue.clone(), link.clone(), self.close_timeout).run());
         let sender = ClientSender {
             queue: WebSocketSender::new(queue.clone()),

@@ -3,14 +3,13 @@
 //! the socket allows at a given moment; `driver.rs` calls it between and
 //! during handler methods.
 
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{FutureExt as _, Sink, Stream as _};
-use tokio_tungstenite::WebSocketStream;
+use futures_util::FutureExt as _;
 use tungstenite::protocol::Role;
 
 use super::close::{close_for, Phase};
@@ -20,6 +19,7 @@ use super::keepalive::{Due, KeepAlive};
 use super::linger;
 use super::outgoing;
 use super::own_frames::{control_frame_len, OwnFrames, MAX_CONTROL_FRAME};
+use super::protocol::Protocol;
 use super::rate_limit::RateLimiter;
 use super::reader::{FrameReader, Incoming};
 use super::shutdown::Shutdown;
@@ -87,11 +87,7 @@ pub(crate) fn establish(
     // tungstenite reads only the control frames the reader puts in front of
     // it (`reader.rs`): its own read buffer starts empty and stays small.
     let config = settings.websocket_config().read_buffer_size(0);
-    // tokio-tungstenite's constructor is async but never waits: it only
-    // wraps the stream, ready at the first poll.
-    let ws = WebSocketStream::from_raw_socket(reader, Role::Server, Some(config))
-        .now_or_never()
-        .expect("wrapping a stream as a WebSocket does not wait");
+    let ws = Protocol::new(reader, Role::Server, config);
     let mut queue = SendQueue::new(
         settings.max_queued_messages,
         settings.max_queued_bytes,
@@ -143,7 +139,7 @@ pub(super) struct Ended {
 
 /// The engine side of a connection: the socket and everything that moves it.
 pub(crate) struct Connection {
-    ws: WebSocketStream<FrameReader>,
+    ws: Protocol<FrameReader>,
     queue: Arc<SendQueue>,
     pub(super) inbox: Inbox,
     phase: Phase,
@@ -219,6 +215,7 @@ impl Connection {
             self.close_timeout,
             code,
             reason,
+            cx,
         );
         if queued {
             self.own
@@ -315,7 +312,7 @@ impl Connection {
             return self.closed();
         }
         if self.phase.flushes(self.unflushed) {
-            match Pin::new(&mut self.ws).poll_flush(cx) {
+            match self.ws.poll_flush(cx) {
                 Poll::Ready(Ok(())) => {
                     self.unflushed = false;
                     self.own.flushed(&self.queue);
@@ -350,7 +347,7 @@ impl Connection {
         let message = match ready!(self.ws.get_mut().poll_incoming(cx)) {
             Ok(Incoming::Message(message)) => message,
             Ok(Incoming::Tungstenite) => {
-                return Poll::Ready(match ready!(Pin::new(&mut self.ws).poll_next(cx)) {
+                return Poll::Ready(match ready!(self.ws.poll_next(cx)) {
                     Some(Ok(message)) => {
                         let ping = matches!(message, tungstenite::Message::Ping(_));
                         let event = self.on_frame(message);
@@ -360,7 +357,7 @@ impl Connection {
                             // a flush puts it in line now, ahead of replies
                             // to messages read after the ping. (The flush
                             // that completes the round does the bookkeeping.)
-                            let _ = Pin::new(&mut self.ws).poll_flush(cx);
+                            let _ = self.ws.poll_flush(cx);
                         }
                         event.map_or(Read::Nothing, Read::Event)
                     }
@@ -425,8 +422,9 @@ impl Connection {
         match keepalive.poll_due(cx) {
             Due::Nothing => {}
             Due::Ping => {
-                if Pin::new(&mut self.ws)
-                    .start_send(tungstenite::Message::Ping(Bytes::new()))
+                if self
+                    .ws
+                    .start_send(cx, tungstenite::Message::Ping(Bytes::new()))
                     .is_ok()
                 {
                     self.own.written(&self.queue, control_frame_len(0));

@@ -11,7 +11,8 @@
 //!
 //! Where a byte goes: `Connection::poll_progress` (`connection.rs`) reads
 //! through the frame reader (`reader.rs`), which turns data frames into
-//! messages itself and hands control frames up to tungstenite; either way
+//! messages itself and hands control frames up to tungstenite
+//! (`protocol.rs`, its protocol state beside the stream); either way
 //! the result becomes an [`Event`](inbox::Event); `driver.rs`
 //! hands the event to the handler; the handler's writes land in the send
 //! queue (`send_queue.rs`); `Connection::poll_feed` moves them into
@@ -37,6 +38,7 @@ mod keepalive;
 pub(crate) mod linger;
 pub(crate) mod outgoing;
 mod own_frames;
+pub(crate) mod protocol;
 mod rate_limit;
 pub(crate) mod reader;
 mod shutdown;

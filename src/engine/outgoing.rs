@@ -20,19 +20,17 @@
 //! broadcast compressed once for receivers that share their settings comes
 //! framed already (`group.rs`) and is written as it is.
 
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::WebSocketStream;
 use tungstenite::error::Error as WsError;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 
 use super::close::Phase;
+use super::protocol::Protocol;
 use super::reader::FrameReader;
 use crate::deflate::write::Deflater;
 use crate::send_queue::{Outbound, Popped, SendQueue};
@@ -130,7 +128,7 @@ impl Outgoing {
 /// on the way (those a broadcast compressed already come framed and pass as
 /// they are), and a compressed payload takes the same path as a plain one.
 pub(crate) fn poll_feed<S: Socket>(
-    ws: &mut WebSocketStream<S>,
+    ws: &mut Protocol<S>,
     queue: &SendQueue,
     phase: &mut Phase,
     close_timeout: Duration,
@@ -139,7 +137,7 @@ pub(crate) fn poll_feed<S: Socket>(
     mut sent: impl FnMut(usize),
 ) -> Result<bool, ()> {
     let mut fed = false;
-    let write_buffer_size = ws.get_config().write_buffer_size;
+    let write_buffer_size = ws.config().write_buffer_size;
     loop {
         if let Some(stream) = ws.get_mut().frames().filter(|_| direct) {
             // Frames past the buffer size are written before more are taken,
@@ -152,7 +150,7 @@ pub(crate) fn poll_feed<S: Socket>(
                 }
             }
         }
-        match Pin::new(&mut *ws).poll_ready(cx) {
+        match ws.poll_ready(cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(_)) => return Err(()),
             Poll::Pending => return Ok(fed),
@@ -176,7 +174,7 @@ pub(crate) fn poll_feed<S: Socket>(
                     },
                     None => outgoing.into_message(),
                 };
-                match Pin::new(&mut *ws).start_send(message) {
+                match ws.start_send(cx, message) {
                     Ok(()) => {
                         fed = true;
                         sent(len);
@@ -196,8 +194,7 @@ pub(crate) fn poll_feed<S: Socket>(
                         code: CloseCode::from(code),
                         reason: reason.into_inner(),
                     };
-                    Pin::new(&mut *ws)
-                        .start_send(tungstenite::Message::Close(Some(frame)))
+                    ws.start_send(cx, tungstenite::Message::Close(Some(frame)))
                         .map_err(|_| ())?;
                     fed = true;
                 }
@@ -212,12 +209,13 @@ pub(crate) fn poll_feed<S: Socket>(
 /// frame with `code` at once, and moves the phase to failing (or closed, if
 /// the frame could not be queued). Returns whether the frame was queued.
 pub(crate) fn fail<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocketStream<S>,
+    ws: &mut Protocol<S>,
     queue: &SendQueue,
     phase: &mut Phase,
     close_timeout: Duration,
     code: u16,
     reason: &'static str,
+    cx: &mut Context<'_>,
 ) -> bool {
     tracing::debug!(code, reason, "closing a WebSocket after a protocol error");
     queue.close();
@@ -225,8 +223,8 @@ pub(crate) fn fail<S: AsyncRead + AsyncWrite + Unpin>(
         code: CloseCode::from(code),
         reason: reason.into(),
     };
-    let queued = Pin::new(ws)
-        .start_send(tungstenite::Message::Close(Some(frame)))
+    let queued = ws
+        .start_send(cx, tungstenite::Message::Close(Some(frame)))
         .is_ok();
     phase.fail(queued, close_timeout);
     queued

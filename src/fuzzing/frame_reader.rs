@@ -9,13 +9,12 @@
 //! in its place).
 
 use std::io::{self, Read, Write};
-use std::pin::Pin;
 
-use futures_util::StreamExt as _;
 use tokio::io::AsyncWriteExt;
 use tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::engine::close::close_for;
+use crate::engine::protocol::Protocol;
 use crate::engine::reader::{FrameReader, Incoming};
 use crate::message::{close_code, Message};
 use crate::stream::Stream;
@@ -122,12 +121,7 @@ fn ours(data: &[u8], piece: usize) -> Vec<Seen> {
     runtime.block_on(async {
         let (mut client, server) = tokio::io::duplex(piece);
         let reader = FrameReader::new(Stream::duplex(server), Vec::new(), 16, MAX_MESSAGE, None);
-        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            reader,
-            Role::Server,
-            Some(config().read_buffer_size(0)),
-        )
-        .await;
+        let mut ws = Protocol::new(reader, Role::Server, config().read_buffer_size(0));
         let write = async move {
             for chunk in data.chunks(piece) {
                 if client.write_all(chunk).await.is_err() {
@@ -149,29 +143,31 @@ fn ours(data: &[u8], piece: usize) -> Vec<Seen> {
                     Ok(Incoming::Message(Message::Binary(data))) => {
                         seen.push(Seen::Binary(data.to_vec()));
                     }
-                    Ok(Incoming::Tungstenite) => match Pin::new(&mut ws).next().await {
-                        Some(Ok(message)) => {
-                            let close = matches!(message, tungstenite::Message::Close(_));
-                            let mut message = from_tungstenite(message);
-                            if let Seen::Close(Some(close_code::NORMAL)) = message {
-                                if ws.get_ref().saw_bad_gateway() {
-                                    message = Seen::Close(Some(close_code::BAD_GATEWAY));
+                    Ok(Incoming::Tungstenite) => {
+                        match std::future::poll_fn(|cx| ws.poll_next(cx)).await {
+                            Some(Ok(message)) => {
+                                let close = matches!(message, tungstenite::Message::Close(_));
+                                let mut message = from_tungstenite(message);
+                                if let Seen::Close(Some(close_code::NORMAL)) = message {
+                                    if ws.get_ref().saw_bad_gateway() {
+                                        message = Seen::Close(Some(close_code::BAD_GATEWAY));
+                                    }
+                                }
+                                seen.push(message);
+                                if close {
+                                    return seen;
                                 }
                             }
-                            seen.push(message);
-                            if close {
+                            Some(Err(error)) => {
+                                seen.push(ending(&error));
+                                return seen;
+                            }
+                            None => {
+                                seen.push(Seen::End);
                                 return seen;
                             }
                         }
-                        Some(Err(error)) => {
-                            seen.push(ending(&error));
-                            return seen;
-                        }
-                        None => {
-                            seen.push(Seen::End);
-                            return seen;
-                        }
-                    },
+                    }
                     Err(error) => {
                         seen.push(Seen::Fail(error.code));
                         return seen;
