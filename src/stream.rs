@@ -169,6 +169,16 @@ impl Stream {
     /// Writes the queued frames: `Ready(Ok)` once all are written.
     pub fn poll_write_frames(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.queued_frame_bytes() > 0 {
+            if !self.has_direct_frames() {
+                // Small frames only (the usual case): one buffer, one
+                // plain write, no vector to build.
+                let written = ready!(self.transport.as_io().poll_write(cx, &self.tail))?;
+                if written == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.tail_written(written);
+                continue;
+            }
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let mut count = 0;
             let (queue, mut skip) = match self.frames.as_deref() {
@@ -208,9 +218,21 @@ impl Stream {
                 Some(frames) => frames.advance(written),
                 None => written,
             };
-            self.tail.advance(past_queue);
+            self.tail_written(past_queue);
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// `written` bytes of the small frames' buffer went out. Once all of it
+    /// has, it is cleared in place: its room is reused from the start
+    /// without the buffer having to take it back (which `advance` to the
+    /// end would leave to the next `reserve`).
+    fn tail_written(&mut self, written: usize) {
+        if written >= self.tail.len() {
+            self.tail.clear();
+        } else {
+            self.tail.advance(written);
+        }
     }
 
     fn transport(&mut self) -> Pin<&mut (dyn AsyncReadWrite + Unpin + Send)> {
