@@ -431,24 +431,54 @@ pub(crate) fn put_switching_protocols(accepted: &Negotiated, out: &mut impl BufM
 /// Whether a comma-separated header holds `token` (case-insensitive):
 /// `Connection` is a token list, and Firefox sends `keep-alive, Upgrade`.
 pub(crate) fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    // On bytes: a token is ASCII, so a value need not be checked as text
-    // first.
-    headers.get_all(name).iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
+    headers
+        .get_all(name)
+        .iter()
+        .any(|value| list_has_token(value.as_bytes(), token.as_bytes()))
 }
 
-/// A key is 16 random bytes in base64: 24 characters ending in `==`.
-/// Decoded into a buffer on the stack: no allocation per handshake.
+/// Whether the comma-separated `list` holds `token`, ignoring ASCII case
+/// and the spaces around each item. On bytes, one pass, no iterator
+/// adapters: a handshake asks this twice, and a token is ASCII, so the value
+/// need not be checked as text first.
+fn list_has_token(list: &[u8], token: &[u8]) -> bool {
+    let mut rest = list;
+    loop {
+        let (item, next) = match rest.iter().position(|&b| b == b',') {
+            Some(comma) => (&rest[..comma], Some(&rest[comma + 1..])),
+            None => (rest, None),
+        };
+        if item.trim_ascii().eq_ignore_ascii_case(token) {
+            return true;
+        }
+        match next {
+            Some(next) => rest = next,
+            None => return false,
+        }
+    }
+}
+
+/// A key is 16 random bytes in base64: 24 characters, the last two `=`.
+/// Checked without decoding it: 21 characters carry 126 bits, the 22nd the
+/// last 2 bits in its high half (its low four bits must be zero, as in the
+/// canonical encoding).
 fn is_valid_key(key: &[u8]) -> bool {
-    let mut decoded = [0u8; 18];
-    key.len() == 24
-        && data_encoding::BASE64
-            .decode_mut(key, &mut decoded)
-            .is_ok_and(|len| len == 16)
+    fn sextet(c: u8) -> Option<u8> {
+        match c {
+            b'A'..=b'Z' => Some(c - b'A'),
+            b'a'..=b'z' => Some(c - b'a' + 26),
+            b'0'..=b'9' => Some(c - b'0' + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let Some((body, b"==")) = key.split_last_chunk::<2>() else {
+        return false;
+    };
+    body.len() == 22
+        && body[..21].iter().all(|&c| sextet(c).is_some())
+        && sextet(body[21]).is_some_and(|last| last & 0x0f == 0)
 }
 
 /// The request's `Origin` if the request looks cross-origin (Tornado 6.6):
@@ -535,6 +565,10 @@ mod tests {
         assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZR=="));
         assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25j*Q=="));
         assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ=A"));
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ==="));
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZ==="));
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25j=Q=="));
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ\r\n"));
         // Every 16-byte key a client may send is accepted.
         for seed in 0u8..=255 {
             let bytes: Vec<u8> = (0..16u8)
@@ -543,5 +577,29 @@ mod tests {
             let key = data_encoding::BASE64.encode(&bytes);
             assert!(is_valid_key(key.as_bytes()), "{key}");
         }
+        // A 24-character string is a key exactly when base64 decodes it to
+        // 16 bytes (every value of the last two data characters).
+        for (third, fourth) in (0..=255u8).flat_map(|a| (0..=255u8).map(move |b| (a, b))) {
+            let mut key = *b"dGhlIHNhbXBsZSBub25jZQ==";
+            key[20] = third;
+            key[21] = fourth;
+            let mut decoded = [0u8; 18];
+            let decodes = data_encoding::BASE64
+                .decode_mut(&key, &mut decoded)
+                .is_ok_and(|len| len == 16);
+            assert_eq!(is_valid_key(&key), decodes, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn token_lists() {
+        assert!(list_has_token(b"Upgrade", b"upgrade"));
+        assert!(list_has_token(b"keep-alive, Upgrade", b"upgrade"));
+        assert!(list_has_token(b" upgrade ,keep-alive", b"upgrade"));
+        assert!(list_has_token(b"a,,UPGRADE", b"upgrade"));
+        assert!(!list_has_token(b"upgraded", b"upgrade"));
+        assert!(!list_has_token(b"up grade", b"upgrade"));
+        assert!(!list_has_token(b"", b"upgrade"));
+        assert!(!list_has_token(b"keep-alive,", b"upgrade"));
     }
 }
