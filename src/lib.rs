@@ -100,6 +100,7 @@ mod runtime;
 mod send_queue;
 mod sender;
 mod settings;
+mod slots;
 mod stream;
 mod telemetry;
 pub mod testing;

@@ -31,21 +31,14 @@ struct Shared {
     all_ended: Notify,
 }
 
-/// A table of running tasks, with the indices of its free slots.
+/// The running tasks: each holds a slot, `None` while the task is being
+/// spawned (or aborted), then its abort handle.
 #[derive(Default)]
 struct Slots {
-    table: Vec<Slot>,
-    free: Vec<usize>,
+    tasks: crate::slots::Slots<Option<AbortHandle>>,
     /// Someone waits in `all_ended` (only a shutting-down loop does): only
     /// then does the last task to end notify.
     awaited: bool,
-}
-
-enum Slot {
-    Free,
-    /// Taken by a task being spawned, or one being aborted.
-    Taken,
-    Running(AbortHandle),
 }
 
 impl ConnectionTasks {
@@ -55,7 +48,7 @@ impl ConnectionTasks {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let index = self.lock().take();
+        let index = self.lock().tasks.insert(None);
         let slot = SlotGuard {
             shared: self.shared.clone(),
             index,
@@ -68,8 +61,8 @@ impl ConnectionTasks {
         // its slot; only this loop takes slots, so a free one is not reused
         // in between.
         let mut slots = self.lock();
-        if let Some(slot @ Slot::Taken) = slots.table.get_mut(index) {
-            *slot = Slot::Running(handle.abort_handle());
+        if let Some(slot @ None) = slots.tasks.get_mut(index) {
+            *slot = Some(handle.abort_handle());
         }
     }
 
@@ -78,15 +71,9 @@ impl ConnectionTasks {
     pub fn abort_all(&self) -> usize {
         let handles: Vec<AbortHandle> = self
             .lock()
-            .table
+            .tasks
             .iter_mut()
-            .filter_map(|slot| match std::mem::replace(slot, Slot::Taken) {
-                Slot::Running(handle) => Some(handle),
-                other => {
-                    *slot = other;
-                    None
-                }
-            })
+            .filter_map(Option::take)
             .collect();
         // Outside the lock: an aborted task frees its slot as it is dropped.
         for handle in &handles {
@@ -101,7 +88,7 @@ impl ConnectionTasks {
             let ended = self.shared.all_ended.notified();
             {
                 let mut slots = self.lock();
-                if slots.is_empty() {
+                if slots.tasks.is_empty() {
                     return;
                 }
                 slots.awaited = true;
@@ -123,33 +110,11 @@ impl Shared {
 }
 
 impl Slots {
-    fn take(&mut self) -> usize {
-        match self.free.pop() {
-            Some(index) => {
-                self.table[index] = Slot::Taken;
-                index
-            }
-            None => {
-                self.table.push(Slot::Taken);
-                self.table.len() - 1
-            }
-        }
-    }
-
     /// Frees slot `index`; `true` if no slot is taken any more and
     /// someone waits for that.
     fn free(&mut self, index: usize) -> bool {
-        if let Some(slot) = self.table.get_mut(index) {
-            if !matches!(slot, Slot::Free) {
-                *slot = Slot::Free;
-                self.free.push(index);
-            }
-        }
-        self.awaited && self.is_empty()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.free.len() == self.table.len()
+        self.tasks.remove(index);
+        self.awaited && self.tasks.is_empty()
     }
 }
 
@@ -174,20 +139,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_are_reused_once_freed() {
+    fn the_last_task_to_end_tells_the_waiter() {
         let mut slots = Slots::default();
-        assert!(slots.is_empty());
-        assert_eq!(slots.take(), 0);
-        assert_eq!(slots.take(), 1);
-        slots.free(0);
-        slots.free(0);
-        assert_eq!(slots.free.len(), 1, "a slot is freed once");
-        assert_eq!(slots.take(), 0);
-        assert_eq!(slots.take(), 2);
-        assert!(!slots.free(0));
+        let first = slots.tasks.insert(None);
+        let second = slots.tasks.insert(None);
+        assert!(!slots.free(first), "nobody waits yet");
         slots.awaited = true;
-        assert!(!slots.free(1));
-        assert!(slots.free(2), "the last one tells the waiter");
-        assert!(slots.is_empty());
+        assert!(!slots.free(first), "freed once");
+        assert!(slots.free(second), "the last one tells the waiter");
+        assert!(slots.tasks.is_empty());
     }
 }
