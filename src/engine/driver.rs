@@ -56,7 +56,11 @@ pub(crate) fn run<H: WebSocketHandler>(
     } else {
         span
     };
-    drive(handler, ws, io).instrument(span)
+    // The handler's context is boxed on its own, as tungstenite's state is
+    // (`protocol.rs`): the connection's future then stays under the size
+    // (1 KiB) up to which the allocator serves a block from its per-thread
+    // cache, so each connection's largest allocation is a quick one.
+    drive(handler, Box::new(ws), io).instrument(span)
 }
 
 /// The connection's life as one future. This future is most of what an idle
@@ -68,7 +72,7 @@ pub(crate) fn run<H: WebSocketHandler>(
 #[allow(clippy::manual_async_fn)] // on purpose, as said above
 fn drive<H: WebSocketHandler>(
     mut handler: H,
-    ws: WebSocket,
+    ws: Box<WebSocket>,
     mut io: Connection,
 ) -> impl Future<Output = ()> + Send {
     async move {

@@ -29,7 +29,9 @@ use tungstenite::Message;
 
 /// tungstenite's protocol state and the stream it reads and writes.
 pub(crate) struct Protocol<S> {
-    context: WebSocketContext,
+    /// Boxed: 256 bytes the connection's future need not carry inline
+    /// (`driver.rs` says why its size matters).
+    context: Box<WebSocketContext>,
     io: S,
     /// A write left bytes in tungstenite's buffer for want of room in the
     /// socket: the next message waits until they are flushed.
@@ -42,7 +44,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Protocol<S> {
     /// Wraps `io`, whose handshake is over, as one side of a WebSocket.
     pub fn new(io: S, role: Role, config: WebSocketConfig) -> Self {
         Protocol {
-            context: WebSocketContext::new(role, Some(config)),
+            context: Box::new(WebSocketContext::new(role, Some(config))),
             io,
             blocked: false,
             ended: false,
