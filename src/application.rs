@@ -165,11 +165,12 @@ impl Application {
     }
 
     /// The size of each connection's own read buffer, which it holds for
-    /// life. Default: 2 KiB (tungstenite's default, 128 KiB, would cost that
+    /// life. Default: 1 KiB (tungstenite's default, 128 KiB, would cost that
     /// much resident memory on every idle connection). Large messages do not
-    /// suffer from a small buffer: while the socket has a backlog, the
-    /// connection reads ahead in 64 KiB chunks into a buffer it frees as soon
-    /// as the socket runs dry.
+    /// suffer from a small buffer: a frame larger than it is read straight
+    /// into room for all of it, and while the socket has a backlog the
+    /// connection reads ahead in 64 KiB chunks into a buffer it frees after
+    /// a second without input.
     pub fn websocket_read_buffer_size(mut self, bytes: usize) -> Self {
         self.settings.read_buffer_size = bytes.max(16);
         self

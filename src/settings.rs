@@ -109,7 +109,7 @@ impl Default for Settings {
             ping_interval: None,
             ping_timeout: None,
             max_message_size: 10 * 1024 * 1024,
-            read_buffer_size: 2 * 1024,
+            read_buffer_size: 1024,
             write_buffer_size: 64 * 1024,
             max_queued_messages: 1024,
             max_queued_bytes: 1024 * 1024,

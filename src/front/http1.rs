@@ -62,7 +62,7 @@ pub(crate) fn serve_connection(
     async move {
         let settings = app.settings();
         let timeout = settings.write_timeout;
-        let mut buf = BytesMut::with_capacity(2048);
+        let mut buf = BytesMut::with_capacity(1024);
         // One request at a time: the next head is not read (nor a pipelined one
         // parsed) before the response to this one is written out in full, so a
         // client that stops reading stops the server reading too, and its
