@@ -149,10 +149,14 @@ impl Capacity {
         used >> 32 >= self.max_messages || used & BYTES >= self.max_bytes
     }
 
-    /// Refuses all further takes and wakes every waiting writer.
+    /// Refuses all further takes and wakes every waiting writer. As for a
+    /// release, only when there are any: a writer counts itself before its
+    /// last look at `closed`, so one this does not see will see the close.
     pub fn close(&self) {
         self.closed.store(true, SeqCst);
-        self.freed.notify_waiters();
+        if self.waiters.load(SeqCst) > 0 {
+            self.freed.notify_waiters();
+        }
     }
 }
 
