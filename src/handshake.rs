@@ -43,7 +43,12 @@ pub(crate) enum Via {
 /// own monomorphised engine.
 pub(crate) trait Endpoint: Send + Sync + 'static {
     /// Runs `prepare` and the checks for `request`.
-    fn handshake(&self, request: http::Request<()>, env: &Env, via: Via) -> BoxFuture<Handshake>;
+    fn handshake(
+        &self,
+        request: Box<http::Request<()>>,
+        env: &Env,
+        via: Via,
+    ) -> BoxFuture<Handshake>;
 
     /// The route's pattern and metrics (a front refusing a request before
     /// the handshake counts it here).
@@ -61,7 +66,12 @@ where
     F: Fn() -> H + Send + Sync + 'static,
     H: WebSocketHandler,
 {
-    fn handshake(&self, request: http::Request<()>, env: &Env, via: Via) -> BoxFuture<Handshake> {
+    fn handshake(
+        &self,
+        request: Box<http::Request<()>>,
+        env: &Env,
+        via: Via,
+    ) -> BoxFuture<Handshake> {
         Box::pin(handshake(
             (self.factory)(),
             request,
@@ -79,7 +89,10 @@ where
 /// The outcome of a handshake, with the request (for the access line and
 /// for the connection).
 pub(crate) struct Handshake {
-    pub request: http::Request<()>,
+    /// Boxed from the front's parse on: the request is kept across every
+    /// wait of the HTTP phase and of the handshake, whose futures stay
+    /// smaller (and quicker to allocate) for holding a pointer to it.
+    pub request: Box<http::Request<()>>,
     pub outcome: Result<Accepted, Response<Bytes>>,
 }
 
@@ -98,7 +111,7 @@ impl Accepted {
         self,
         stream: Stream,
         read_ahead: Vec<u8>,
-        request: http::Request<()>,
+        request: Box<http::Request<()>>,
         env: &Env,
     ) -> BoxFuture<()> {
         let Negotiated {
@@ -126,7 +139,7 @@ trait Launch: Send {
         self: Box<Self>,
         stream: Stream,
         read_ahead: Vec<u8>,
-        request: http::Request<()>,
+        request: Box<http::Request<()>>,
         agreements: Agreements,
         env: &Env,
         route: Arc<RouteTelemetry>,
@@ -138,7 +151,7 @@ impl<H: WebSocketHandler> Launch for H {
         self: Box<Self>,
         stream: Stream,
         read_ahead: Vec<u8>,
-        request: http::Request<()>,
+        request: Box<http::Request<()>>,
         agreements: Agreements,
         env: &Env,
         route: Arc<RouteTelemetry>,
@@ -146,7 +159,7 @@ impl<H: WebSocketHandler> Launch for H {
         // Set up here, not inside the future: its arguments would stay in
         // the future's memory for the life of the connection.
         let (context, connection) =
-            engine::establish(stream, read_ahead, request, agreements, env, &route);
+            engine::establish(stream, read_ahead, *request, agreements, env, &route);
         Box::pin(engine::run(*self, context, connection, &route.path))
     }
 }
@@ -155,7 +168,7 @@ impl<H: WebSocketHandler> Launch for H {
 /// then the checks.
 async fn handshake<H: WebSocketHandler>(
     mut handler: H,
-    mut request: http::Request<()>,
+    mut request: Box<http::Request<()>>,
     settings: Arc<Settings>,
     via: Via,
     route: Arc<RouteTelemetry>,

@@ -233,12 +233,13 @@ pub(crate) async fn read_head(
     buf: &mut BytesMut,
     max_size: usize,
     timeout: Duration,
-) -> Result<Option<Request<()>>, HeadError> {
+) -> Result<Option<Box<Request<()>>>, HeadError> {
     let read = async {
         loop {
             if !buf.is_empty() {
                 if let Some(request) = parse_head(buf, max_size)? {
-                    return Ok(Some(request));
+                    // Boxed: see `Handshake::request`.
+                    return Ok(Some(Box::new(request)));
                 }
             }
             if buf.len() >= max_size {

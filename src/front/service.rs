@@ -200,7 +200,8 @@ async fn respond(
         _ => None,
     };
     let via = via(&request);
-    let Handshake { request, outcome } = endpoint.handshake(request, app.env(), via).await;
+    let Handshake { request, outcome } =
+        endpoint.handshake(Box::new(request), app.env(), via).await;
     let accepted = match outcome {
         Ok(accepted) => accepted,
         Err(response) => {
