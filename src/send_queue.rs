@@ -17,7 +17,7 @@
 mod capacity;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
@@ -29,6 +29,12 @@ use crate::message::Utf8Bytes;
 use crate::settings::OverflowPolicy;
 use crate::wire::Wire;
 use capacity::{Capacity, NoRoom};
+
+/// The connection task's poll, as [`SendQueue::wake_task`] sees it.
+const IDLE: u8 = 0;
+const POLLING: u8 = 1;
+/// Polling, and something came in that did not wake it.
+const MISSED: u8 = 2;
 
 /// One queued write and the bytes of room it holds.
 pub(crate) struct Outbound {
@@ -63,6 +69,12 @@ pub(crate) struct SendQueue {
     items: Mutex<Items>,
     /// Wakes the connection task on a push or a close request.
     task: AtomicWaker,
+    /// Whether the connection task is being polled now ([`enter`](Self::enter)
+    /// to [`leave`](Self::leave)): a push meanwhile does not wake it, as
+    /// it looks at the queue again before it sleeps. A handler's reply,
+    /// pushed from inside the connection's own poll, then costs no wake-up
+    /// (on a multi-thread runtime, a second poll of the task).
+    owner: AtomicU8,
     capacity: Capacity,
     closing: AtomicBool,
     close_requested: AtomicBool,
@@ -81,6 +93,7 @@ impl SendQueue {
             // connection that never sends allocates nothing here.
             items: Mutex::new(Items::default()),
             task: AtomicWaker::new(),
+            owner: AtomicU8::new(IDLE),
             capacity: Capacity::new(max_messages, max_bytes),
             closing: AtomicBool::new(false),
             close_requested: AtomicBool::new(false),
@@ -107,6 +120,44 @@ impl SendQueue {
     /// The connection task registers its waker before looking at the queue.
     pub fn register(&self, waker: &Waker) {
         self.task.register(waker);
+    }
+
+    /// The connection task's poll begins: pushes from now on leave waking
+    /// it to [`leave`](Self::leave).
+    pub fn enter(&self) {
+        self.owner.store(POLLING, Ordering::SeqCst);
+    }
+
+    /// The connection task's poll is over. `true` if a push or a close
+    /// request came in during it without waking the task and may not have
+    /// been seen: the task must then wake itself.
+    pub fn leave(&self) -> bool {
+        self.owner.swap(IDLE, Ordering::SeqCst) == MISSED
+            && (!self.capacity.is_unused() || self.close_requested.load(Ordering::SeqCst))
+    }
+
+    /// Tells the connection task there is something new: wakes it, unless
+    /// it is being polled (then `leave` sees to it).
+    fn wake_task(&self) {
+        // All `SeqCst`, with the capacity word and `close_requested`: a push
+        // that finds the task polling is ordered before the `leave` that
+        // reads `MISSED`, so that `leave` sees what was pushed.
+        let mut owner = self.owner.load(Ordering::SeqCst);
+        loop {
+            match owner {
+                IDLE => return self.task.wake(),
+                MISSED => return,
+                _ => match self.owner.compare_exchange_weak(
+                    POLLING,
+                    MISSED,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(_) => return,
+                    Err(now) => owner = now,
+                },
+            }
+        }
     }
 
     /// The next queued message; its room goes back to writers at once.
@@ -193,7 +244,7 @@ impl SendQueue {
         }
         items.queue.push_back(Outbound { message, charge });
         drop(items);
-        self.task.wake();
+        self.wake_task();
         Ok(())
     }
 
@@ -253,8 +304,8 @@ impl SendQueue {
         }
         items.close_request = Some(CloseRequest { code, reason });
         drop(items);
-        self.close_requested.store(true, Ordering::Release);
-        self.task.wake();
+        self.close_requested.store(true, Ordering::SeqCst);
+        self.wake_task();
     }
 
     /// Refuses later writes at once, before the connection acts on a close.
@@ -279,6 +330,123 @@ mod tests {
             }) => Some(message.into_text().unwrap().to_string()),
             _ => None,
         }
+    }
+
+    /// Counts the wake-ups of a task.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn registered(queue: &SendQueue) -> std::sync::Arc<Wakes> {
+        let wakes = std::sync::Arc::new(Wakes(std::sync::atomic::AtomicUsize::new(0)));
+        queue.register(&Waker::from(wakes.clone()));
+        wakes
+    }
+
+    #[test]
+    fn a_push_during_the_tasks_poll_does_not_wake_it_and_leave_tells_if_it_waits() {
+        let queue = SendQueue::new(8, 1024, OverflowPolicy::Reject);
+        let wakes = registered(&queue);
+
+        // Outside a poll, a push wakes the task.
+        queue.try_enqueue(text("a")).unwrap();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        popped_text(&queue);
+        let wakes = registered(&queue);
+
+        // The handler's reply, popped in the same poll: no wake, nothing left.
+        queue.enter();
+        queue.try_enqueue(text("b")).unwrap();
+        assert_eq!(popped_text(&queue).as_deref(), Some("b"));
+        assert!(!queue.leave());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+
+        // Pushed during the poll and not taken: the task must wake itself.
+        queue.enter();
+        queue.try_enqueue(text("c")).unwrap();
+        queue.try_enqueue(text("d")).unwrap();
+        assert!(queue.leave());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+        assert!(!queue.leave(), "told once");
+
+        // A close request during the poll, likewise.
+        popped_text(&queue);
+        popped_text(&queue);
+        queue.enter();
+        queue.request_close(1000, Utf8Bytes::from_static(""));
+        assert!(queue.leave());
+
+        // A poll with nothing new says nothing.
+        queue.take_close_request();
+        queue.enter();
+        assert!(!queue.leave());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+    }
+
+    /// Another thread pushes bursts of one to three messages, each burst
+    /// only once the task has popped the one before, while the task polls
+    /// and sleeps whenever `leave` does not tell it to go on. The last push
+    /// of a burst has no later push to wake the task for it: it is seen in
+    /// the poll it lands in, told by `leave`, or wakes the task.
+    #[test]
+    fn no_push_from_another_thread_goes_unseen() {
+        use std::sync::atomic::AtomicUsize;
+        use std::time::{Duration, Instant};
+        const BURSTS: usize = 20_000;
+        let total: usize = (0..BURSTS).map(|burst| 1 + burst % 3).sum();
+        let queue = std::sync::Arc::new(SendQueue::new(64, 1 << 20, OverflowPolicy::Reject));
+        let wakes = std::sync::Arc::new(Wakes(AtomicUsize::new(0)));
+        let popped = std::sync::Arc::new(AtomicUsize::new(0));
+        let writer = {
+            let (queue, popped) = (queue.clone(), popped.clone());
+            std::thread::spawn(move || {
+                let mut pushed = 0;
+                for burst in 0..BURSTS {
+                    for _ in 0..1 + burst % 3 {
+                        queue.try_enqueue(text("x")).unwrap();
+                        pushed += 1;
+                    }
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while popped.load(Ordering::SeqCst) < pushed && Instant::now() < deadline {
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        };
+        while popped.load(Ordering::SeqCst) < total {
+            // A wake-up from here on runs the task again (as a runtime
+            // polls a task again that was woken while it ran).
+            let woken_before = wakes.0.load(Ordering::SeqCst);
+            queue.register(&Waker::from(wakes.clone()));
+            queue.enter();
+            while popped_text(&queue).is_some() {
+                popped.fetch_add(1, Ordering::SeqCst);
+            }
+            // The rest of a poll (reading, writing) after the queue's last
+            // look: a push now finds the task polling.
+            for _ in 0..500 {
+                std::hint::spin_loop();
+            }
+            if queue.leave() {
+                continue;
+            }
+            // Asleep until woken; a lost wake-up would leave it here.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while wakes.0.load(Ordering::SeqCst) == woken_before
+                && popped.load(Ordering::SeqCst) < total
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "a message waits and nothing woke the task"
+                );
+                std::thread::yield_now();
+            }
+        }
+        writer.join().unwrap();
     }
 
     #[test]

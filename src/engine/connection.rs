@@ -192,6 +192,11 @@ impl Connection {
         }
     }
 
+    /// The connection's send queue.
+    pub(super) fn send_queue(&self) -> &Arc<SendQueue> {
+        &self.queue
+    }
+
     pub(super) fn begin_close(&mut self, code: u16, reason: Utf8Bytes) {
         if self.phase.begin_close(code, reason, self.close_timeout) {
             self.closing.get_or_insert((code, Side::Server));

@@ -10,6 +10,7 @@ use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::CatchUnwind;
@@ -20,6 +21,7 @@ use super::connection::Connection;
 use super::inbox::Event;
 use crate::handler::WebSocketHandler;
 use crate::message::{close_code, Utf8Bytes};
+use crate::send_queue::SendQueue;
 use crate::websocket::WebSocket;
 
 /// The source of connection ids (for spans): 1, 2, 3… per process.
@@ -63,6 +65,47 @@ pub(crate) fn run<H: WebSocketHandler>(
     drive(handler, Box::new(ws), io).instrument(span)
 }
 
+/// The connection's life ([`life`]), each poll of it bracketed for the send
+/// queue ([`Polling`]).
+fn drive<H: WebSocketHandler>(
+    handler: H,
+    ws: Box<WebSocket>,
+    io: Connection,
+) -> impl Future<Output = ()> + Send {
+    Polling {
+        queue: io.send_queue().clone(),
+        life: life(handler, ws, io),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's future, each poll of it bracketed by `SendQueue::enter`
+    /// and `leave`: what the handler writes while the task runs is picked up
+    /// in the same poll, without the queue waking the task (which, on a
+    /// multi-thread runtime, would poll it a second time for nothing).
+    struct Polling<F> {
+        queue: Arc<SendQueue>,
+        #[pin]
+        life: F,
+    }
+}
+
+impl<F: Future> Future for Polling<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        this.queue.enter();
+        let poll = this.life.poll(cx);
+        if this.queue.leave() {
+            // Something came in from another task while this one ran, and
+            // is still queued.
+            cx.waker().wake_by_ref();
+        }
+        poll
+    }
+}
+
 /// The connection's life as one future. This future is most of what an idle
 /// connection costs, so it is kept small: an `async fn` would keep its
 /// arguments and a moved copy of each (the connection twice over), so this
@@ -70,7 +113,7 @@ pub(crate) fn run<H: WebSocketHandler>(
 /// values themselves; and each handler method's future is pinned here, in
 /// place, and lent to [`Connection::call`], not moved into its future.
 #[allow(clippy::manual_async_fn)] // on purpose, as said above
-fn drive<H: WebSocketHandler>(
+fn life<H: WebSocketHandler>(
     mut handler: H,
     ws: Box<WebSocket>,
     mut io: Connection,
