@@ -364,3 +364,106 @@ async fn a_ping_from_another_task_reaches_the_server() {
     client.close(1000, "").await;
     within("the server", server).await.unwrap();
 }
+
+/// A server written byte by byte: answers the upgrade with a 101 (plus
+/// `extra_headers`) and `frames` in the same write, then returns the first
+/// frame the client sent after its request (and drops the connection).
+async fn raw_server(
+    extra_headers: &'static str,
+    frames: Vec<u8>,
+) -> (SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            tcp.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let key = head
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("Sec-WebSocket-Key: ")
+                    .or_else(|| line.strip_prefix("sec-websocket-key: "))
+            })
+            .expect("a key");
+        let accept =
+            tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
+        let mut response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extra_headers}\r\n"
+        )
+        .into_bytes();
+        response.extend_from_slice(&frames);
+        tcp.write_all(&response).await.unwrap();
+        // The client's first frame after the request: its close frame
+        // (2 + 4 bytes of header and mask, and a code), or the end.
+        let mut sent = Vec::new();
+        let mut buf = [0u8; 64];
+        while sent.len() < 8 {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => sent.extend_from_slice(&buf[..n]),
+            }
+        }
+        sent
+    });
+    (addr, task)
+}
+
+/// The code of the first frame in `bytes`, a masked close frame.
+fn masked_close_code(bytes: &[u8]) -> u16 {
+    assert_eq!(bytes[0], 0x88, "a close frame");
+    assert!(bytes[1] & 0x80 != 0, "masked");
+    let mask = &bytes[2..6];
+    u16::from_be_bytes([bytes[6] ^ mask[0], bytes[7] ^ mask[1]])
+}
+
+#[tokio::test]
+async fn messages_sent_with_the_101_are_read_plain_and_compressed() {
+    // "plain" as a text frame, then "Hello" compressed (RFC 7692 §7.2.3.1),
+    // then a close, all in the write that carries the 101.
+    let mut frames = vec![0x81, 0x05];
+    frames.extend_from_slice(b"plain");
+    frames.extend_from_slice(&[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+    frames.extend_from_slice(&[0x88, 0x02, 0x03, 0xe8]);
+    let (addr, server) =
+        raw_server("Sec-WebSocket-Extensions: permessage-deflate\r\n", frames).await;
+    let mut client = ConnectOptions::new()
+        .compression(squall::CompressionOptions::new())
+        .connect(&format!("ws://{addr}/"))
+        .await
+        .unwrap();
+    assert!(client.compression_agreed());
+    assert_eq!(next_text(&mut client).await, "plain");
+    assert_eq!(next_text(&mut client).await, "Hello");
+    assert_closed_with(&mut client, 1000).await;
+    drop(client);
+    let sent = within("the server", server).await.unwrap();
+    assert_eq!(masked_close_code(&sent), 1000, "the close echoed");
+}
+
+#[tokio::test]
+async fn a_server_close_with_1014_is_reported_as_1014() {
+    let (addr, server) = raw_server("", vec![0x88, 0x02, 0x03, 0xf6]).await;
+    let mut client = squall::connect(&format!("ws://{addr}/")).await.unwrap();
+    assert_closed_with(&mut client, 1014).await;
+    drop(client);
+    within("the server", server).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_masked_frame_from_the_server_closes_with_1002() {
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | 2, mask[0], mask[1], mask[2], mask[3]];
+    frame.extend_from_slice(&[b'h' ^ mask[0], b'i' ^ mask[1]]);
+    let (addr, server) = raw_server("", frame).await;
+    let mut client = squall::connect(&format!("ws://{addr}/")).await.unwrap();
+    assert!(within("the end", client.recv()).await.is_none());
+    drop(client);
+    let sent = within("the server", server).await.unwrap();
+    assert_eq!(masked_close_code(&sent), 1002);
+}

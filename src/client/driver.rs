@@ -21,27 +21,28 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::MaybeTlsStream;
 
-use crate::deflate::read::Inflating;
 use crate::engine::close::{close_for, Phase};
 use crate::engine::linger::poll_linger;
 use crate::engine::outgoing;
 use crate::engine::protocol::Protocol;
-use crate::message::Message;
+use crate::engine::reader::{FrameReader, Incoming};
+use crate::message::{close_code, Message};
 use crate::send_queue::SendQueue;
 
-/// The client's socket: TCP or TLS, with compressed messages inflated below
-/// tungstenite when permessage-deflate was agreed.
-pub(super) type Socket = Protocol<Inflating<MaybeTlsStream<TcpStream>>>;
+/// The client's socket: TCP or TLS, read by the same frame reader as a
+/// server's connection (data frames and compressed messages handled
+/// there, control frames up to tungstenite).
+pub(super) type Socket = Protocol<FrameReader<MaybeTlsStream<TcpStream>>>;
 
 /// A client masks every frame it sends: its messages all go through
 /// tungstenite.
-impl outgoing::Socket for Inflating<MaybeTlsStream<TcpStream>> {
+impl outgoing::Socket for FrameReader<MaybeTlsStream<TcpStream>> {
     fn frames(&mut self) -> Option<&mut crate::stream::Stream> {
         None
     }
 
     fn deflater(&mut self) -> Option<&mut crate::deflate::write::Deflater> {
-        Inflating::deflater(self)
+        FrameReader::deflater(self)
     }
 }
 
@@ -249,26 +250,40 @@ impl Driver {
                 break;
             }
             budget -= 1;
-            match self.ws.poll_next(cx) {
-                Poll::Ready(Some(Ok(message))) => self.on_frame(message),
-                Poll::Ready(Some(Err(error))) => match close_for(&error) {
-                    Some((code, reason)) if self.phase.feeds_queue() => {
-                        self.unflushed |= outgoing::fail(
-                            &mut self.ws,
-                            &self.queue,
-                            &mut self.phase,
-                            self.close_timeout,
-                            code,
-                            reason,
-                            cx,
-                        );
-                        break;
+            // Data messages from the reader; control frames (and the end)
+            // through tungstenite.
+            let broken = match self.ws.get_mut().poll_incoming(cx) {
+                Poll::Ready(Ok(Incoming::Message(message))) => {
+                    self.link.deliver(message);
+                    continue;
+                }
+                Poll::Ready(Ok(Incoming::Tungstenite)) => match self.ws.poll_next(cx) {
+                    Poll::Ready(Some(Ok(message))) => {
+                        self.on_frame(message);
+                        continue;
                     }
-                    // The close handshake is over, or the server vanished.
-                    _ => return self.finish(),
+                    Poll::Ready(Some(Err(error))) => close_for(&error),
+                    Poll::Ready(None) => None,
+                    Poll::Pending => break,
                 },
-                Poll::Ready(None) => return self.finish(),
+                Poll::Ready(Err(error)) => Some((error.code, error.reason)),
                 Poll::Pending => break,
+            };
+            match broken {
+                Some((code, reason)) if self.phase.feeds_queue() => {
+                    self.unflushed |= outgoing::fail(
+                        &mut self.ws,
+                        &self.queue,
+                        &mut self.phase,
+                        self.close_timeout,
+                        code,
+                        reason,
+                        cx,
+                    );
+                    break;
+                }
+                // The close handshake is over, or the server vanished.
+                _ => return self.finish(),
             }
         }
         if self.phase.is_closed() {
@@ -289,7 +304,7 @@ impl Driver {
         }
 
         if let Phase::Lingering { shut_down, .. } = &mut self.phase {
-            if poll_linger(self.ws.get_mut(), cx, shut_down).is_ready() {
+            if poll_linger(self.ws.get_mut().get_mut(), cx, shut_down).is_ready() {
                 return self.finish();
             }
         }
@@ -309,8 +324,13 @@ impl Driver {
             tungstenite::Message::Ping(_) => self.unflushed = true,
             tungstenite::Message::Pong(_) | tungstenite::Message::Frame(_) => {}
             tungstenite::Message::Close(frame) => {
+                // A 1014 reached tungstenite as 1000 (`engine/reader.rs`).
+                let bad_gateway = self.ws.get_ref().saw_bad_gateway();
                 let _ = self.link.ended.set(Ended {
-                    code: frame.as_ref().map(|f| u16::from(f.code)),
+                    code: frame.as_ref().map(|f| match u16::from(f.code) {
+                        close_code::NORMAL if bad_gateway => close_code::BAD_GATEWAY,
+                        code => code,
+                    }),
                     reason: frame
                         .as_ref()
                         .map(|f| f.reason.as_str().to_owned())

@@ -1,16 +1,20 @@
 //! A WebSocket client: Tornado's `websocket_connect`, with the same
 //! [`Message`] type and the same bounded send queue as the server side.
 //!
-//! tokio-tungstenite does the handshake (over squall's own TCP or TLS
-//! stream, wrapped in the inflating adapter of `deflate/read.rs` so that
-//! permessage-deflate can be offered); from then on one spawned task owns
-//! the socket (`driver.rs`), as a connection task does on the server. The
+//! tokio-tungstenite does the handshake, over squall's own TCP or TLS
+//! stream behind a fence (`fence.rs`) that hands it the response head and
+//! keeps the frames after it. From then on the server's engine parts read
+//! and write: the frame reader (`engine/reader.rs`, which also inflates
+//! compressed messages) under tungstenite's protocol state
+//! (`engine/protocol.rs`), owned by one spawned task (`driver.rs`), as a
+//! connection task does on the server. The
 //! [`Client`] reads what that task delivers, and any number of
 //! [`ClientSender`]s (from [`Client::sender`]) write through the send queue
 //! from other tasks, so a client can send a long burst while it reads the
 //! replies, without a lock between the two.
 
 mod driver;
+mod fence;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,20 +27,26 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::MaybeTlsStream;
 
 use crate::deflate::inflate::InflateConfig;
-use crate::deflate::read::Inflating;
 use crate::deflate::write::Deflater;
 use crate::deflate::{self, CompressionOptions};
 use crate::engine::protocol::Protocol;
+use crate::engine::reader::FrameReader;
 use crate::error::WriteError;
 use crate::message::Message;
 use crate::send_queue::SendQueue;
 use crate::sender::WebSocketSender;
 use crate::settings::OverflowPolicy;
 use driver::{Driver, Link};
+use fence::HeadFence;
 
 /// The most body bytes of a refused upgrade kept in
 /// [`ClientError::Refused`].
 pub const MAX_REFUSAL_BODY: usize = 64 * 1024;
+
+/// The client's read buffer: held for the connection's life, grown for a
+/// frame larger than it, and for a backlog (as a server connection's,
+/// `engine/reader.rs`).
+const READ_BUFFER_SIZE: usize = 8 * 1024;
 
 /// Why a client could not connect, or could not go on.
 #[derive(Debug, thiserror::Error)]
@@ -304,7 +314,7 @@ impl ConnectOptions {
             let stream = self.open_stream(&request).await?;
             tokio_tungstenite::client_async_with_config(
                 request,
-                Inflating::fenced(stream),
+                HeadFence::new(stream),
                 Some(config),
             )
             .await
@@ -333,20 +343,29 @@ impl ConnectOptions {
             None => None,
         };
         // The fence let tungstenite's handshake read the response head and
-        // nothing after it: the stream holds every byte that follows, and a
-        // fresh protocol state takes over from the handshake's.
-        let mut io = ws.into_inner();
-        io.activate(agreed.map(|agreed| {
+        // nothing after it: the frames that follow are read by squall's
+        // frame reader, which inflates compressed messages when that was
+        // agreed, with a fresh protocol state in place of the handshake's.
+        let (stream, read_ahead) = ws.into_inner().into_parts();
+        let compression = agreed.is_some();
+        let deflate = agreed.map(|agreed| {
             let config = InflateConfig {
                 peer: agreed.theirs,
-                masked: false,
                 max_message_size: self.max_message_size,
             };
             (
                 config,
                 Deflater::new(agreed.ours, agreed.level, agreed.mem_level),
             )
-        }));
+        });
+        let reader = FrameReader::new(
+            stream,
+            Role::Client,
+            read_ahead.to_vec(),
+            READ_BUFFER_SIZE,
+            self.max_message_size,
+            deflate,
+        );
 
         let queue = Arc::new(SendQueue::new(
             self.max_queued_messages,
@@ -354,7 +373,7 @@ impl ConnectOptions {
             self.overflow,
         ));
         let link = Link::new(self.max_message_size);
-        let ws = Protocol::new(io, Role::Client, config);
+        let ws = Protocol::new(reader, Role::Client, config.read_buffer_size(0));
         tokio::spawn(Driver::new(ws, queue.clone(), link.clone(), self.close_timeout).run());
         let sender = ClientSender {
             queue: WebSocketSender::new(queue.clone()),
@@ -364,7 +383,7 @@ impl ConnectOptions {
             link,
             sender,
             subprotocol,
-            compression: agreed.is_some(),
+            compression,
         })
     }
 

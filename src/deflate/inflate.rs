@@ -1,7 +1,6 @@
 //! Inflating compressed messages, one at a time and bounded: the part of
-//! permessage-deflate's receiving side that both readers share, the
-//! server's frame reader (`engine/reader.rs`) and the client's byte-stream
-//! adapter (`read.rs`).
+//! permessage-deflate's receiving side that the frame reader
+//! (`engine/reader.rs`) uses, on a server's connections and a client's.
 //!
 //! A message is inflated at most one byte past `max_message_size`, so a
 //! small frame that would inflate to gigabytes costs no more than a message
@@ -9,7 +8,6 @@
 //! ends it with 1007.
 
 use std::fmt;
-use std::io;
 
 use flate2::{Decompress, FlushDecompress, Status};
 
@@ -43,12 +41,6 @@ impl InflateError {
             "invalid compressed data"
         }
     }
-
-    /// The inflate error inside a read error (the client's adapter carries
-    /// it to tungstenite that way), if it is one.
-    pub fn from_io(error: &io::Error) -> Option<Self> {
-        error.get_ref()?.downcast_ref::<InflateError>().copied()
-    }
 }
 
 impl fmt::Display for InflateError {
@@ -59,13 +51,11 @@ impl fmt::Display for InflateError {
 
 impl std::error::Error for InflateError {}
 
-/// What a reader inflates for: the peer's side of the agreement, whether
-/// frames from the peer are masked (they come from a client), and the
+/// What a reader inflates for: the peer's side of the agreement and the
 /// message size bound.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct InflateConfig {
     pub peer: Side,
-    pub masked: bool,
     pub max_message_size: usize,
 }
 
@@ -90,10 +80,6 @@ impl Inflater {
             produced: 0,
             chunk: Vec::new(),
         }
-    }
-
-    pub fn config(&self) -> &InflateConfig {
-        &self.config
     }
 
     /// Inflates what it can of `input`: at most one chunk of output, never

@@ -1,8 +1,9 @@
 //! permessage-deflate (RFC 7692): the options a handler or a client asks
 //! for, the negotiation of `Sec-WebSocket-Extensions`, and the two halves of
-//! the codec: `read.rs` (an adapter below tungstenite's reader that inflates
-//! compressed messages) and `write.rs` (the compressor for outgoing ones),
-//! with `pool.rs` lending codecs to the sides without context takeover.
+//! the codec: `inflate.rs` (the bounded decompressor the frame reader,
+//! `engine/reader.rs`, inflates incoming messages with, on servers and
+//! clients alike) and `write.rs` (the compressor for outgoing ones), with
+//! `pool.rs` lending codecs to the sides without context takeover.
 //!
 //! Compression is opt-in: a handler returns [`CompressionOptions`] from
 //! [`WebSocketHandler::compression_options`](crate::WebSocketHandler::compression_options)
@@ -12,7 +13,6 @@
 
 pub(crate) mod inflate;
 mod pool;
-pub(crate) mod read;
 mod tuning;
 pub(crate) mod write;
 

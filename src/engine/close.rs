@@ -14,7 +14,6 @@ use std::future::Future;
 use tokio::time::{Instant, Sleep};
 use tungstenite::error::Error as WsError;
 
-use crate::deflate::inflate::InflateError;
 use crate::message::{close_code, Utf8Bytes};
 
 /// Where the connection is in its life.
@@ -234,9 +233,6 @@ pub(crate) fn close_for(error: &WsError) -> Option<(u16, &'static str)> {
         }
         WsError::Utf8(_) => Some((close_code::INVALID_PAYLOAD, "invalid UTF-8")),
         WsError::Capacity(_) => Some((close_code::TOO_BIG, "message too big")),
-        // permessage-deflate's reader: a message inflating past the size
-        // limit (1009) or corrupt compressed data (1007).
-        WsError::Io(error) => InflateError::from_io(error).map(|e| (e.code, e.reason())),
         _ => None,
     }
 }

@@ -69,7 +69,6 @@ pub(crate) fn establish(
     let deflate_reader = deflate.map(|agreed| {
         let config = InflateConfig {
             peer: agreed.theirs,
-            masked: true,
             max_message_size: settings.max_message_size,
         };
         let deflater = Deflater::new(agreed.ours, agreed.level, agreed.mem_level);
@@ -79,6 +78,7 @@ pub(crate) fn establish(
     // send a message (compressed, even) right away.
     let reader = FrameReader::new(
         stream,
+        Role::Server,
         read_ahead,
         settings.read_buffer_size,
         settings.max_message_size,

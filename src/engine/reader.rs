@@ -1,5 +1,7 @@
 //! Where bytes from the socket become messages: [`FrameReader`], squall's
-//! own reader of the frames a client sends, below tungstenite.
+//! own reader of the frames a peer sends, below tungstenite: a client's on
+//! a server's connection, a server's on the client (`client/`), which differ
+//! only in the masking (every frame from a client, none from a server).
 //!
 //! The reader owns the connection's read buffer. It reads from the socket
 //! into it (sized for the frame it is in: a 64 KiB frame is read straight
@@ -43,13 +45,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::{Duration, Instant, Sleep};
 
 use crate::deflate::inflate::{InflateConfig, InflateError, Inflater, CHUNK};
 use crate::deflate::write::{Deflater, TRAILER};
 use crate::message::{close_code, Message, Utf8Bytes};
 use crate::stream::Stream;
+use tungstenite::protocol::Role;
 
 const CONTINUATION: u8 = 0x0;
 const TEXT: u8 = 0x1;
@@ -117,10 +120,14 @@ impl From<InflateError> for ReadError {
     }
 }
 
-/// The reading side of a server connection's socket (and its writing side
-/// passes straight through).
-pub(crate) struct FrameReader {
-    inner: Stream,
+/// The reading side of a connection's socket (and its writing side passes
+/// straight through): a server's, whose peer masks every frame, or (with
+/// [`Role::Client`]) a client's, whose peer masks none.
+pub(crate) struct FrameReader<S = Stream> {
+    inner: S,
+    /// Whose frames are read: a server reads a client's (masked), a client
+    /// a server's (unmasked); the other kind is refused with 1002.
+    role: Role,
     /// Read from the socket, not handled yet.
     buf: BytesMut,
     /// Bytes at the front of `buf` that are tungstenite's (a control frame).
@@ -220,12 +227,13 @@ enum Step {
     Need(usize),
 }
 
-impl FrameReader {
-    /// A reader over `inner`; `read_ahead` holds bytes read past the
-    /// request head, handled first; `deflate` the inflater and compressor
-    /// when permessage-deflate was agreed.
+impl<S: AsyncRead + Unpin> FrameReader<S> {
+    /// A reader for `role` over `inner`; `read_ahead` holds bytes read
+    /// past the HTTP head, handled first; `deflate` the inflater and
+    /// compressor when permessage-deflate was agreed.
     pub fn new(
-        inner: Stream,
+        inner: S,
+        role: Role,
         read_ahead: Vec<u8>,
         read_size: usize,
         max_message_size: usize,
@@ -233,6 +241,7 @@ impl FrameReader {
     ) -> Self {
         FrameReader {
             inner,
+            role,
             buf: if read_ahead.is_empty() {
                 BytesMut::new()
             } else {
@@ -255,11 +264,11 @@ impl FrameReader {
         }
     }
 
-    pub fn get_ref(&self) -> &Stream {
+    pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
-    pub fn get_mut(&mut self) -> &mut Stream {
+    pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
@@ -357,10 +366,11 @@ impl FrameReader {
         if head.len > self.max_message_size as u64 {
             return Err(ReadError::TOO_BIG);
         }
-        let Some(mask) = head.mask else {
-            // A client masks every frame (RFC 6455 §5.1).
+        // A client masks every frame, a server none (RFC 6455 §5.1).
+        if head.mask.is_some() != (self.role == Role::Server) {
             return Err(ReadError::PROTOCOL);
-        };
+        }
+        let mask = head.mask;
         let control = head.opcode & 0x8 != 0;
         if control {
             if !head.fin || head.rsv != 0 || head.len > MAX_CONTROL_PAYLOAD {
@@ -391,7 +401,9 @@ impl FrameReader {
         }
         self.buf.advance(head.header_len);
         let mut payload = self.buf.split_to(head.len as usize);
-        unmask(&mut payload, mask);
+        if let Some(mask) = mask {
+            unmask(&mut payload, mask);
+        }
         if head.opcode != CONTINUATION {
             if head.fin && !compressed {
                 // The common case: a whole message in one frame, delivered
@@ -456,10 +468,11 @@ impl FrameReader {
 
     /// In a close frame carrying 1014, rewrites the code's low byte (still
     /// masked) so that tungstenite reads 1000.
-    fn watch_close_code(&mut self, head: &Head, mask: [u8; 4]) {
+    fn watch_close_code(&mut self, head: &Head, mask: Option<[u8; 4]>) {
         if head.len < 2 {
             return;
         }
+        let mask = mask.unwrap_or_default();
         let code = &mut self.buf[head.header_len..head.header_len + 2];
         if [code[0] ^ mask[0], code[1] ^ mask[1]] == BAD_GATEWAY {
             code[1] = NORMAL_LOW ^ mask[1];
@@ -533,7 +546,7 @@ fn unmask(data: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-impl AsyncRead for FrameReader {
+impl<S: AsyncRead + Unpin> AsyncRead for FrameReader<S> {
     /// What tungstenite reads: the control frame put in front of it, or,
     /// once the socket ended, the socket itself. Anything else is not for
     /// tungstenite: `Pending`, and the engine reads on through
@@ -544,10 +557,13 @@ impl AsyncRead for FrameReader {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let available = match this.state {
-            State::Ended => this.buf.len(),
-            _ => this.staged,
-        };
+        // Once the socket ended, tungstenite reads it directly; so does a
+        // client's after the server's close frame, waiting for the server
+        // to close the TCP connection (a server closes it first, and its
+        // tungstenite reads nothing more).
+        let direct = this.state == State::Ended
+            || (this.state == State::PeerClosed && this.role == Role::Client);
+        let available = if direct { this.buf.len() } else { this.staged };
         if available > 0 {
             let n = available.min(out.remaining());
             out.put_slice(&this.buf[..n]);
@@ -555,42 +571,14 @@ impl AsyncRead for FrameReader {
             this.staged = this.staged.saturating_sub(n);
             return Poll::Ready(Ok(()));
         }
-        if this.state == State::Ended {
+        if direct {
             return Pin::new(&mut this.inner).poll_read(cx, out);
         }
         Poll::Pending
     }
 }
 
-impl AsyncWrite for FrameReader {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
+crate::stream::write_through!(FrameReader<S>, inner);
 
 #[cfg(test)]
 mod tests {
@@ -670,7 +658,14 @@ mod tests {
         use tokio::io::AsyncWriteExt;
 
         let (mut client, server) = tokio::io::duplex(256 * 1024);
-        let mut reader = FrameReader::new(Stream::duplex(server), Vec::new(), 2048, 1 << 20, None);
+        let mut reader = FrameReader::new(
+            Stream::duplex(server),
+            Role::Server,
+            Vec::new(),
+            2048,
+            1 << 20,
+            None,
+        );
         client.write_all(&binary_frame(100_000)).await.unwrap();
         let Poll::Ready(Ok(Incoming::Message(Message::Binary(data)))) =
             poll_once(&mut reader).await

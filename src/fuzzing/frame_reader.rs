@@ -120,7 +120,14 @@ fn ours(data: &[u8], piece: usize) -> Vec<Seen> {
         .expect("runtime");
     runtime.block_on(async {
         let (mut client, server) = tokio::io::duplex(piece);
-        let reader = FrameReader::new(Stream::duplex(server), Vec::new(), 16, MAX_MESSAGE, None);
+        let reader = FrameReader::new(
+            Stream::duplex(server),
+            Role::Server,
+            Vec::new(),
+            16,
+            MAX_MESSAGE,
+            None,
+        );
         let mut ws = Protocol::new(reader, Role::Server, config().read_buffer_size(0));
         let write = async move {
             for chunk in data.chunks(piece) {
