@@ -12,11 +12,12 @@
 //!   so the inflating reader below tungstenite sees every input too.
 //! - [`frame_reader()`]: bytes as a client's frames, read by squall's frame
 //!   reader and by tungstenite alone; both must see the same
-//!   (`fuzzing/frame_reader.rs`).
+//!   (`fuzzing/frame_reader.rs`). [`frame_reader_client()`]: the same for a
+//!   server's frames read the client's way.
 
 mod frame_reader;
 
-pub use frame_reader::frame_reader;
+pub use frame_reader::{frame_reader, frame_reader_client};
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -49,6 +49,7 @@ fn frame_reader_corpus() {
     for (name, input) in corpus("frame_reader") {
         eprintln!("frame_reader {name}");
         squall::fuzzing::frame_reader(&input);
+        squall::fuzzing::frame_reader_client(&input);
     }
 }
 
@@ -71,11 +72,12 @@ impl Rng {
     }
 }
 
-/// One client frame, mostly well formed: every opcode, fragmentation,
-/// text cut inside a UTF-8 sequence, now and then a reserved bit, a missing
-/// mask, an oversized control frame, a length at the 4096-byte limit, a
-/// close code (1014 among them), or a truncated end.
-fn frame(rng: &mut Rng, out: &mut Vec<u8>) {
+/// One frame (a client's, or a server's), mostly well formed: every
+/// opcode, fragmentation, text cut inside a UTF-8 sequence, now and then a
+/// reserved bit, a mask missing or one too many, an oversized control
+/// frame, a length at the 4096-byte limit, a close code (1014 among them),
+/// or a truncated end.
+fn frame(rng: &mut Rng, out: &mut Vec<u8>, from_client: bool) {
     const OPCODES: [u8; 8] = [0x1, 0x2, 0x0, 0x0, 0x9, 0xa, 0x8, 0x3];
     let opcode = if rng.chance(40) {
         rng.below(16) as u8
@@ -111,7 +113,9 @@ fn frame(rng: &mut Rng, out: &mut Vec<u8>) {
         payload.truncate(keep);
     }
     out.push(u8::from(fin) << 7 | rsv | opcode);
-    let masked = !rng.chance(40);
+    // A client masks its frames, a server does not: now and then one that
+    // breaks the rule.
+    let masked = rng.chance(40) != from_client;
     let mask_bit = if masked { 0x80 } else { 0 };
     let len = payload.len();
     if len < 126 {
@@ -136,6 +140,16 @@ fn frame(rng: &mut Rng, out: &mut Vec<u8>) {
 /// `SQUALL_FRAME_READER_SEED` run more, or others).
 #[test]
 fn frame_reader_agrees_with_tungstenite_on_generated_frames() {
+    generated(true, squall::fuzzing::frame_reader);
+}
+
+/// The same, as the client reads a server's frames.
+#[test]
+fn the_clients_frame_reader_agrees_with_tungstenite_on_generated_frames() {
+    generated(false, squall::fuzzing::frame_reader_client);
+}
+
+fn generated(from_client: bool, check: fn(&[u8])) {
     let number = |name: &str, default: u64| {
         std::env::var(name)
             .ok()
@@ -146,12 +160,12 @@ fn frame_reader_agrees_with_tungstenite_on_generated_frames() {
     for _ in 0..number("SQUALL_FRAME_READER_CASES", 20_000) {
         let mut input = Vec::new();
         for _ in 0..1 + rng.below(8) {
-            frame(&mut rng, &mut input);
+            frame(&mut rng, &mut input, from_client);
         }
         if rng.chance(5) {
             let keep = rng.below(input.len() as u64 + 1) as usize;
             input.truncate(keep);
         }
-        squall::fuzzing::frame_reader(&input);
+        check(&input);
     }
 }

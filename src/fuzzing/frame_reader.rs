@@ -1,8 +1,10 @@
-//! The differential target for squall's frame reader (`engine/reader.rs`):
-//! the same client bytes read by the reader with tungstenite above it (as a
+//! The differential targets for squall's frame reader (`engine/reader.rs`):
+//! the same bytes read by the reader with tungstenite above it (as a
 //! connection reads them), and by tungstenite alone (the reference). Both
 //! must see the same messages, pings, pongs and close frame, and end the
-//! same way (the same close code).
+//! same way (the same close code). [`frame_reader`] reads them as a server
+//! reads a client's frames, [`frame_reader_client`] as the client reads a
+//! server's.
 //!
 //! One difference is expected and mapped: a close frame with code 1014,
 //! which the reader lets through (tungstenite 0.30 reports and answers 1002
@@ -49,11 +51,25 @@ fn config() -> WebSocketConfig {
 ///
 /// If the two disagree, or either hangs or panics.
 pub fn frame_reader(data: &[u8]) {
-    let reference = reference(data);
+    check(data, Role::Server);
+}
+
+/// Reads `data` as a server's frames, the client's way, with squall's
+/// reader and with tungstenite alone, and checks that both saw the same.
+///
+/// # Panics
+///
+/// If the two disagree, or either hangs or panics.
+pub fn frame_reader_client(data: &[u8]) {
+    check(data, Role::Client);
+}
+
+fn check(data: &[u8], role: Role) {
+    let reference = reference(data, role);
     // The reader's input arrives in pieces of a size picked from the input,
     // so that frames and headers are cut at every place.
     let piece = 1 + data.first().map_or(0, |b| usize::from(*b) % 97);
-    let ours = ours(data, piece);
+    let ours = ours(data, piece, role);
     let expected: Vec<Seen> = reference.into_iter().take(ours.len()).collect();
     let mapped: Vec<Seen> = ours
         .into_iter()
@@ -69,7 +85,7 @@ pub fn frame_reader(data: &[u8]) {
     assert_eq!(
         mapped,
         expected,
-        "input of {} bytes, {piece} at a time: {:02x?}",
+        "{role:?} reading {} bytes, {piece} at a time: {:02x?}",
         data.len(),
         &data[..data.len().min(64)]
     );
@@ -93,8 +109,8 @@ impl Write for Input<'_> {
     }
 }
 
-fn reference(data: &[u8]) -> Vec<Seen> {
-    let mut ws = tungstenite::WebSocket::from_raw_socket(Input(data), Role::Server, Some(config()));
+fn reference(data: &[u8], role: Role) -> Vec<Seen> {
+    let mut ws = tungstenite::WebSocket::from_raw_socket(Input(data), role, Some(config()));
     let mut seen = Vec::new();
     loop {
         match ws.read() {
@@ -113,7 +129,7 @@ fn reference(data: &[u8]) -> Vec<Seen> {
     }
 }
 
-fn ours(data: &[u8], piece: usize) -> Vec<Seen> {
+fn ours(data: &[u8], piece: usize, role: Role) -> Vec<Seen> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -122,13 +138,13 @@ fn ours(data: &[u8], piece: usize) -> Vec<Seen> {
         let (mut client, server) = tokio::io::duplex(piece);
         let reader = FrameReader::new(
             Stream::duplex(server),
-            Role::Server,
+            role,
             Vec::new(),
             16,
             MAX_MESSAGE,
             None,
         );
-        let mut ws = Protocol::new(reader, Role::Server, config().read_buffer_size(0));
+        let mut ws = Protocol::new(reader, role, config().read_buffer_size(0));
         let write = async move {
             for chunk in data.chunks(piece) {
                 if client.write_all(chunk).await.is_err() {
