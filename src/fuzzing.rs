@@ -173,7 +173,7 @@ fn run_frames(data: &[u8], deflate: Option<Agreed>) {
         };
         let (context, io) = engine::establish(
             Stream::duplex(server),
-            Vec::new(),
+            BytesMut::new(),
             request,
             agreements,
             app.env(),

@@ -14,7 +14,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::{header, HeaderMap, Method, Response, StatusCode};
 
@@ -110,7 +110,7 @@ impl Accepted {
     pub fn into_connection(
         self,
         stream: Stream,
-        read_ahead: Vec<u8>,
+        read_ahead: BytesMut,
         request: Box<http::Request<()>>,
         env: &Env,
     ) -> BoxFuture<()> {
@@ -138,7 +138,7 @@ trait Launch: Send {
     fn launch(
         self: Box<Self>,
         stream: Stream,
-        read_ahead: Vec<u8>,
+        read_ahead: BytesMut,
         request: Box<http::Request<()>>,
         agreements: Agreements,
         env: &Env,
@@ -150,7 +150,7 @@ impl<H: WebSocketHandler> Launch for H {
     fn launch(
         self: Box<Self>,
         stream: Stream,
-        read_ahead: Vec<u8>,
+        read_ahead: BytesMut,
         request: Box<http::Request<()>>,
         agreements: Agreements,
         env: &Env,
@@ -451,24 +451,11 @@ pub(crate) fn header_has_token(headers: &HeaderMap, name: header::HeaderName, to
 }
 
 /// Whether the comma-separated `list` holds `token`, ignoring ASCII case
-/// and the spaces around each item. On bytes, one pass, no iterator
-/// adapters: a handshake asks this twice, and a token is ASCII, so the value
-/// need not be checked as text first.
+/// and the spaces around each item. On bytes: a token is ASCII, so the
+/// value need not be checked as text first.
 fn list_has_token(list: &[u8], token: &[u8]) -> bool {
-    let mut rest = list;
-    loop {
-        let (item, next) = match rest.iter().position(|&b| b == b',') {
-            Some(comma) => (&rest[..comma], Some(&rest[comma + 1..])),
-            None => (rest, None),
-        };
-        if item.trim_ascii().eq_ignore_ascii_case(token) {
-            return true;
-        }
-        match next {
-            Some(next) => rest = next,
-            None => return false,
-        }
-    }
+    list.split(|&b| b == b',')
+        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// A key is 16 random bytes in base64: 24 characters, the last two `=`.

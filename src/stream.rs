@@ -169,7 +169,7 @@ impl Stream {
     /// Writes the queued frames: `Ready(Ok)` once all are written.
     pub fn poll_write_frames(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.queued_frame_bytes() > 0 {
-            if !self.has_direct_frames() {
+            let Some(frames) = self.frames.as_deref_mut().filter(|f| !f.queue.is_empty()) else {
                 // Small frames only (the usual case): one buffer, one
                 // plain write, no vector to build.
                 let written = ready!(self.transport.as_io().poll_write(cx, &self.tail))?;
@@ -178,15 +178,13 @@ impl Stream {
                 }
                 self.tail_written(written);
                 continue;
-            }
+            };
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let mut count = 0;
-            let (queue, mut skip) = match self.frames.as_deref() {
-                Some(frames) => (&frames.queue, frames.sent),
-                None => (&VecDeque::new(), 0),
-            };
+            let mut skip = frames.sent;
             let tail: &[u8] = &self.tail;
-            let parts = queue
+            let parts = frames
+                .queue
                 .iter()
                 .flat_map(|frame| [frame.header(), frame.payload()])
                 .chain(std::iter::once(tail));
@@ -214,10 +212,7 @@ impl Stream {
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            let past_queue = match self.frames.as_deref_mut() {
-                Some(frames) => frames.advance(written),
-                None => written,
-            };
+            let past_queue = frames.advance(written);
             self.tail_written(past_queue);
         }
         Poll::Ready(Ok(()))
@@ -298,6 +293,16 @@ macro_rules! write_through {
     };
 }
 pub(crate) use write_through;
+
+/// Moves up to `available` bytes from the front of `buf` into `out` (a
+/// reading adapter handing its buffered bytes to the reader above it);
+/// returns how many.
+pub(crate) fn hand_over(buf: &mut BytesMut, available: usize, out: &mut ReadBuf<'_>) -> usize {
+    let n = available.min(out.remaining());
+    out.put_slice(&buf[..n]);
+    buf.advance(n);
+    n
+}
 
 trait AsyncReadWrite: AsyncRead + AsyncWrite {}
 impl<T: AsyncRead + AsyncWrite + ?Sized> AsyncReadWrite for T {}

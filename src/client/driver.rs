@@ -21,12 +21,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::MaybeTlsStream;
 
-use crate::engine::close::{close_for, Phase};
+use crate::engine::close::Phase;
 use crate::engine::linger::poll_linger;
 use crate::engine::outgoing;
-use crate::engine::protocol::Protocol;
-use crate::engine::reader::{FrameReader, Incoming};
-use crate::message::{close_code, Message};
+use crate::engine::protocol::{Frame, Protocol};
+use crate::engine::reader::FrameReader;
+use crate::message::Message;
 use crate::send_queue::SendQueue;
 
 /// The client's socket: TCP or TLS, read by the same frame reader as a
@@ -250,23 +250,17 @@ impl Driver {
                 break;
             }
             budget -= 1;
-            // Data messages from the reader; control frames (and the end)
-            // through tungstenite.
-            let broken = match self.ws.get_mut().poll_incoming(cx) {
-                Poll::Ready(Ok(Incoming::Message(message))) => {
+            let broken = match self.ws.poll_frame(cx) {
+                Poll::Ready(Frame::Data(message)) => {
                     self.link.deliver(message);
                     continue;
                 }
-                Poll::Ready(Ok(Incoming::Tungstenite)) => match self.ws.poll_next(cx) {
-                    Poll::Ready(Some(Ok(message))) => {
-                        self.on_frame(message);
-                        continue;
-                    }
-                    Poll::Ready(Some(Err(error))) => close_for(&error),
-                    Poll::Ready(None) => None,
-                    Poll::Pending => break,
-                },
-                Poll::Ready(Err(error)) => Some((error.code, error.reason)),
+                Poll::Ready(Frame::Control(message)) => {
+                    self.on_frame(message);
+                    continue;
+                }
+                Poll::Ready(Frame::Broken(code, reason)) => Some((code, reason)),
+                Poll::Ready(Frame::Over) => None,
                 Poll::Pending => break,
             };
             match broken {
@@ -324,13 +318,8 @@ impl Driver {
             tungstenite::Message::Ping(_) => self.unflushed = true,
             tungstenite::Message::Pong(_) | tungstenite::Message::Frame(_) => {}
             tungstenite::Message::Close(frame) => {
-                // A 1014 reached tungstenite as 1000 (`engine/reader.rs`).
-                let bad_gateway = self.ws.get_ref().saw_bad_gateway();
                 let _ = self.link.ended.set(Ended {
-                    code: frame.as_ref().map(|f| match u16::from(f.code) {
-                        close_code::NORMAL if bad_gateway => close_code::BAD_GATEWAY,
-                        code => code,
-                    }),
+                    code: self.ws.get_ref().peer_close_code(frame.as_ref()),
                     reason: frame
                         .as_ref()
                         .map(|f| f.reason.as_str().to_owned())

@@ -13,8 +13,10 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::stream::hand_over;
 
 /// How much one read from the stream may bring in.
 const READ_SIZE: usize = 8 * 1024;
@@ -54,11 +56,11 @@ impl<S: AsyncRead + Unpin> HeadFence<S> {
         (self.inner, self.raw)
     }
 
-    /// Looks for the head's end in what was read; `true` once found (or
-    /// given up on).
-    fn find_head(&mut self, eof: bool) -> bool {
+    /// Looks for the head's end in what was read, and moves the state on
+    /// once it is found (or given up on).
+    fn find_head(&mut self, eof: bool) {
         let State::Head { scanned } = &mut self.state else {
-            return true;
+            return;
         };
         let from = scanned.saturating_sub(3);
         match self.raw[from..].windows(4).position(|w| w == b"\r\n\r\n") {
@@ -72,12 +74,8 @@ impl<S: AsyncRead + Unpin> HeadFence<S> {
             // response tungstenite will accept: let it say so.
             Some(_) => self.state = State::Open,
             None if self.raw.len() > MAX_HEAD || eof => self.state = State::Open,
-            None => {
-                *scanned = self.raw.len();
-                return false;
-            }
+            None => *scanned = self.raw.len(),
         }
-        true
     }
 }
 
@@ -95,9 +93,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadFence<S> {
                 State::Open => this.raw.len(),
             };
             if available > 0 {
-                let n = available.min(out.remaining());
-                out.put_slice(&this.raw[..n]);
-                this.raw.advance(n);
+                let n = hand_over(&mut this.raw, available, out);
                 if let State::Upgraded { left } = &mut this.state {
                     *left -= n;
                 }

@@ -361,7 +361,7 @@ impl ConnectOptions {
         let reader = FrameReader::new(
             stream,
             Role::Client,
-            read_ahead.to_vec(),
+            read_ahead,
             READ_BUFFER_SIZE,
             self.max_message_size,
             deflate,

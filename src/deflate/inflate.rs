@@ -7,8 +7,6 @@
 //! at the limit and ends the connection with 1009. Corrupt deflate data
 //! ends it with 1007.
 
-use std::fmt;
-
 use flate2::{Decompress, FlushDecompress, Status};
 
 use super::pool;
@@ -42,14 +40,6 @@ impl InflateError {
         }
     }
 }
-
-impl fmt::Display for InflateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.reason())
-    }
-}
-
-impl std::error::Error for InflateError {}
 
 /// What a reader inflates for: the peer's side of the agreement and the
 /// message size bound.

@@ -8,20 +8,20 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt as _;
 use tungstenite::protocol::Role;
 
-use super::close::{close_for, Phase};
+use super::close::Phase;
 use super::env::Env;
 use super::inbox::{Event, Inbox};
 use super::keepalive::{Due, KeepAlive};
 use super::linger;
 use super::outgoing;
 use super::own_frames::{control_frame_len, OwnFrames, MAX_CONTROL_FRAME};
-use super::protocol::Protocol;
+use super::protocol::{Frame, Protocol};
 use super::rate_limit::RateLimiter;
-use super::reader::{FrameReader, Incoming};
+use super::reader::FrameReader;
 use super::shutdown::Shutdown;
 use crate::deflate::inflate::InflateConfig;
 use crate::deflate::write::Deflater;
@@ -55,7 +55,7 @@ pub(crate) struct Agreements {
 /// too.
 pub(crate) fn establish(
     stream: Stream,
-    read_ahead: Vec<u8>,
+    read_ahead: BytesMut,
     request: http::Request<()>,
     agreements: Agreements,
     env: &Env,
@@ -346,40 +346,33 @@ impl Connection {
         Poll::Pending
     }
 
-    /// Reads the next frame: a data message from the reader (`reader.rs`),
-    /// or a control frame through tungstenite.
+    /// Reads the next frame (`Protocol::poll_frame`): a data message from
+    /// the reader, or a control frame through tungstenite.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
-        let message = match ready!(self.ws.get_mut().poll_incoming(cx)) {
-            Ok(Incoming::Message(message)) => message,
-            Ok(Incoming::Tungstenite) => {
-                return Poll::Ready(match ready!(self.ws.poll_next(cx)) {
-                    Some(Ok(message)) => {
-                        let ping = matches!(message, tungstenite::Message::Ping(_));
-                        let event = self.on_frame(message);
-                        if ping {
-                            // tungstenite holds the pong aside and would
-                            // write it after the next message given to it:
-                            // a flush puts it in line now, ahead of replies
-                            // to messages read after the ping. (The flush
-                            // that completes the round does the bookkeeping.)
-                            let _ = self.ws.poll_flush(cx);
-                        }
-                        event.map_or(Read::Nothing, Read::Event)
-                    }
-                    Some(Err(error)) => match close_for(&error) {
-                        Some((code, reason)) => Read::Broken(code, reason),
-                        None => Read::Over,
-                    },
-                    None => Read::Over,
-                });
+        Poll::Ready(match ready!(self.ws.poll_frame(cx)) {
+            Frame::Data(message) => {
+                let delivered = self.data_in(message.len()).is_some() && self.phase.delivers();
+                if delivered {
+                    Read::Event(Event::Message(message))
+                } else {
+                    Read::Nothing
+                }
             }
-            Err(error) => return Poll::Ready(Read::Broken(error.code, error.reason)),
-        };
-        let delivered = self.data_in(message.len()).is_some() && self.phase.delivers();
-        Poll::Ready(if delivered {
-            Read::Event(Event::Message(message))
-        } else {
-            Read::Nothing
+            Frame::Control(message) => {
+                let ping = matches!(message, tungstenite::Message::Ping(_));
+                let event = self.on_frame(message);
+                if ping {
+                    // tungstenite holds the pong aside and would write it
+                    // after the next message given to it: a flush puts it in
+                    // line now, ahead of replies to messages read after the
+                    // ping. (The flush that completes the round does the
+                    // bookkeeping.)
+                    let _ = self.ws.poll_flush(cx);
+                }
+                event.map_or(Read::Nothing, Read::Event)
+            }
+            Frame::Broken(code, reason) => Read::Broken(code, reason),
+            Frame::Over => Read::Over,
         })
     }
 
@@ -498,19 +491,11 @@ impl Connection {
                 // tungstenite queues the echo of the close frame.
                 let echo = frame.as_ref().map_or(0, |f| 2 + f.reason.len());
                 self.own.written(&self.queue, control_frame_len(echo));
-                // A 1014 reached tungstenite as 1000 (`reader.rs`).
-                let bad_gateway = self.ws.get_ref().saw_bad_gateway();
-                let code = match frame.as_ref().map(|f| u16::from(f.code)) {
-                    Some(close_code::NORMAL) if bad_gateway => close_code::BAD_GATEWAY,
-                    Some(code) => code,
-                    None => NO_STATUS,
-                };
-                self.closing.get_or_insert((code, Side::Client));
+                let code = self.ws.get_ref().peer_close_code(frame.as_ref());
+                self.closing
+                    .get_or_insert((code.unwrap_or(NO_STATUS), Side::Client));
                 self.peer_close = Some(PeerClose {
-                    code: frame.as_ref().map(|f| match u16::from(f.code) {
-                        close_code::NORMAL if bad_gateway => close_code::BAD_GATEWAY,
-                        code => code,
-                    }),
+                    code,
                     reason: frame
                         .as_ref()
                         .map(|f| f.reason.as_str().to_owned())

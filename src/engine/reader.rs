@@ -21,7 +21,7 @@
 //! on the socket itself. In a close frame whose code is 1014 (Bad Gateway,
 //! registered after RFC 6455 and unknown to tungstenite 0.30, which would
 //! answer 1002) the code is shown to tungstenite as 1000, and the engine
-//! reports the real code ([`FrameReader::saw_bad_gateway`]). Once the
+//! reports the real code ([`FrameReader::peer_close_code`]). Once the
 //! socket ends, tungstenite reads it directly for the last word (the end
 //! of the stream, or an error), so that it ends the connection as it
 //! always did.
@@ -51,8 +51,8 @@ use tokio::time::{Duration, Instant, Sleep};
 use crate::deflate::inflate::{InflateConfig, InflateError, Inflater, CHUNK};
 use crate::deflate::write::{Deflater, TRAILER};
 use crate::message::{close_code, Message, Utf8Bytes};
-use crate::stream::Stream;
-use tungstenite::protocol::Role;
+use crate::stream::{hand_over, Stream};
+use tungstenite::protocol::{CloseFrame, Role};
 
 const CONTINUATION: u8 = 0x0;
 const TEXT: u8 = 0x1;
@@ -234,7 +234,7 @@ impl<S: AsyncRead + Unpin> FrameReader<S> {
     pub fn new(
         inner: S,
         role: Role,
-        read_ahead: Vec<u8>,
+        read_ahead: BytesMut,
         read_size: usize,
         max_message_size: usize,
         deflate: Option<(InflateConfig, Deflater)>,
@@ -242,11 +242,7 @@ impl<S: AsyncRead + Unpin> FrameReader<S> {
         FrameReader {
             inner,
             role,
-            buf: if read_ahead.is_empty() {
-                BytesMut::new()
-            } else {
-                BytesMut::from(&read_ahead[..])
-            },
+            buf: read_ahead,
             staged: 0,
             state: State::Open,
             bad_gateway: false,
@@ -277,9 +273,13 @@ impl<S: AsyncRead + Unpin> FrameReader<S> {
         self.deflate.as_mut().map(|d| &mut d.deflater)
     }
 
-    /// The peer's close frame carried 1014 (shown to tungstenite as 1000).
-    pub fn saw_bad_gateway(&self) -> bool {
-        self.bad_gateway
+    /// The code the peer's close frame carried, as tungstenite read it:
+    /// a 1014, which it was shown as 1000, is 1014 again.
+    pub fn peer_close_code(&self, frame: Option<&CloseFrame>) -> Option<u16> {
+        frame.map(|frame| match u16::from(frame.code) {
+            close_code::NORMAL if self.bad_gateway => close_code::BAD_GATEWAY,
+            code => code,
+        })
     }
 
     /// Reads until a message is whole or a control frame waits for
@@ -565,9 +565,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrameReader<S> {
             || (this.state == State::PeerClosed && this.role == Role::Client);
         let available = if direct { this.buf.len() } else { this.staged };
         if available > 0 {
-            let n = available.min(out.remaining());
-            out.put_slice(&this.buf[..n]);
-            this.buf.advance(n);
+            let n = hand_over(&mut this.buf, available, out);
             this.staged = this.staged.saturating_sub(n);
             return Poll::Ready(Ok(()));
         }
@@ -661,7 +659,7 @@ mod tests {
         let mut reader = FrameReader::new(
             Stream::duplex(server),
             Role::Server,
-            Vec::new(),
+            BytesMut::new(),
             2048,
             1 << 20,
             None,

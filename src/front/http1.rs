@@ -146,7 +146,7 @@ pub(crate) fn serve_connection(
                     // Only the bytes past the head are kept (usually none: no
                     // allocation); the buffer then holds the 101, and is freed
                     // rather than held for the connection's lifetime.
-                    let leftover = Vec::from(&buf[..]);
+                    let leftover = BytesMut::from(&buf[..]);
                     buf.clear();
                     put_switching_protocols(&accepted.negotiated, &mut buf);
                     if write_within(timeout, stream.write_all(&buf)).await.is_err() {

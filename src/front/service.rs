@@ -217,7 +217,7 @@ async fn respond(
             Ok(upgraded) => {
                 let stream = Stream::upgraded(upgraded);
                 accepted
-                    .into_connection(stream, Vec::new(), request, &env)
+                    .into_connection(stream, bytes::BytesMut::new(), request, &env)
                     .await;
             }
             Err(error) => tracing::debug!(%error, "the upgrade did not complete"),

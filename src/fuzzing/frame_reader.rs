@@ -16,8 +16,8 @@ use tokio::io::AsyncWriteExt;
 use tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::engine::close::close_for;
-use crate::engine::protocol::Protocol;
-use crate::engine::reader::{FrameReader, Incoming};
+use crate::engine::protocol::{Frame, Protocol};
+use crate::engine::reader::FrameReader;
 use crate::message::{close_code, Message};
 use crate::stream::Stream;
 
@@ -139,7 +139,7 @@ fn ours(data: &[u8], piece: usize, role: Role) -> Vec<Seen> {
         let reader = FrameReader::new(
             Stream::duplex(server),
             role,
-            Vec::new(),
+            bytes::BytesMut::new(),
             16,
             MAX_MESSAGE,
             None,
@@ -158,41 +158,24 @@ fn ours(data: &[u8], piece: usize, role: Role) -> Vec<Seen> {
         let read = async {
             let mut seen = Vec::new();
             loop {
-                let incoming = std::future::poll_fn(|cx| ws.get_mut().poll_incoming(cx)).await;
-                match incoming {
-                    Ok(Incoming::Message(Message::Text(text))) => {
+                match std::future::poll_fn(|cx| ws.poll_frame(cx)).await {
+                    Frame::Data(Message::Text(text)) => {
                         seen.push(Seen::Text(text.as_str().to_owned()));
                     }
-                    Ok(Incoming::Message(Message::Binary(data))) => {
+                    Frame::Data(Message::Binary(data)) => {
                         seen.push(Seen::Binary(data.to_vec()));
                     }
-                    Ok(Incoming::Tungstenite) => {
-                        match std::future::poll_fn(|cx| ws.poll_next(cx)).await {
-                            Some(Ok(message)) => {
-                                let close = matches!(message, tungstenite::Message::Close(_));
-                                let mut message = from_tungstenite(message);
-                                if let Seen::Close(Some(close_code::NORMAL)) = message {
-                                    if ws.get_ref().saw_bad_gateway() {
-                                        message = Seen::Close(Some(close_code::BAD_GATEWAY));
-                                    }
-                                }
-                                seen.push(message);
-                                if close {
-                                    return seen;
-                                }
-                            }
-                            Some(Err(error)) => {
-                                seen.push(ending(&error));
-                                return seen;
-                            }
-                            None => {
-                                seen.push(Seen::End);
-                                return seen;
-                            }
-                        }
+                    Frame::Control(tungstenite::Message::Close(frame)) => {
+                        seen.push(Seen::Close(ws.get_ref().peer_close_code(frame.as_ref())));
+                        return seen;
                     }
-                    Err(error) => {
-                        seen.push(Seen::Fail(error.code));
+                    Frame::Control(message) => seen.push(from_tungstenite(message)),
+                    Frame::Broken(code, _) => {
+                        seen.push(Seen::Fail(code));
+                        return seen;
+                    }
+                    Frame::Over => {
+                        seen.push(Seen::End);
                         return seen;
                     }
                 }
